@@ -6,7 +6,10 @@ Public API only; the logic lives in one module per concept.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import errors
+from .init import emergence_init_, emergence_param_groups
+from .report import InitReport, SkippedRecord, UnitRecord
 from .schedule import exponents
+from .units import DepthUnit, DepthUnitList, depth_units
 
 try:
     __version__ = version("emergeinit")
@@ -14,7 +17,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "DepthUnit",
+    "DepthUnitList",
+    "InitReport",
+    "SkippedRecord",
+    "UnitRecord",
     "__version__",
+    "depth_units",
+    "emergence_init_",
+    "emergence_param_groups",
     "errors",
     "exponents",
 ]

@@ -1,0 +1,426 @@
+"""``emergence_init_``: base init with the emergence scales folded in (SPEC section 1).
+
+validate -> find the depth units -> exponents and scales -> range check -> draw -> report.
+Everything that can fail happens before the first weight is written, so a failed call leaves
+the model exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, MetaTensorError, NoUnitsError, ScaleRangeError
+from .report import InitReport, SkippedRecord, UnitRecord
+from .schedule import EvenMode, check_alpha, check_choice, exponents
+from .units import (
+    DepthUnitList,
+    UnitsMode,
+    UnitWeight,
+    depth_units,
+    find_layers,
+    layer_biases,
+    layer_weights,
+    unwrap_model,
+)
+
+Base = Literal[
+    "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal", "keep"
+]
+Nonlinearity = Literal[
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "selu",
+]
+OptimizerKind = Literal["sgd", "adam"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The validated schedule: the units, each unit's exponent (None = head left out), scales."""
+
+    model: nn.Module
+    units: DepthUnitList
+    exponents: tuple[float | None, ...]
+    scales: tuple[float, ...]
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_parameters_materialised(model: nn.Module) -> None:
+    for name, param in model.named_parameters():
+        if isinstance(param, nn.parameter.UninitializedParameter):
+            raise MetaTensorError(
+                f"parameter {name!r} is uninitialised (a lazy module): run one forward pass to "
+                "materialise it, then call emergeinit again."
+            )
+        if param.is_meta:
+            raise MetaTensorError(
+                f"parameter {name!r} is on the meta device: there is nothing to scale yet. "
+                "Materialise the model first (model.to_empty(device=...) and a base init), "
+                "then call emergeinit."
+            )
+
+
+def _plan(
+    model: nn.Module,
+    alpha: float,
+    *,
+    units: UnitsMode,
+    example_input: Any,
+    pivot: float,
+    even: EvenMode,
+    head: bool,
+    groups: Sequence[Sequence[str]] | None,
+) -> _Plan:
+    alpha = check_alpha(alpha)
+    check_choice("units", units, get_args(UnitsMode))
+    check_choice("even", even, get_args(EvenMode))
+    _check_bool("head", head)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model)
+    _check_parameters_materialised(model)
+    found = depth_units(model, example_input, units=units, groups=groups)
+    scheduled = len(found) if head else len(found) - 1
+    if scheduled < 1:
+        raise NoUnitsError(
+            "head=False leaves no unit to schedule: the model has a single depth unit. "
+            "Use head=True, or a model with more than one unit."
+        )
+    unit_exponents: list[float | None] = list(exponents(scheduled, pivot=pivot, even=even))
+    if not head:
+        unit_exponents.append(None)
+    unit_scales = []
+    for unit, exponent in zip(found, unit_exponents):
+        try:
+            scale = 1.0 if exponent is None else alpha**exponent
+        except OverflowError:
+            scale = math.inf
+        unit_scales.append(scale)
+        _check_scale_range(unit.name, unit.weights, scale, alpha, exponent)
+    return _Plan(model, found, tuple(unit_exponents), tuple(unit_scales))
+
+
+def _check_scale_range(
+    unit: str, weights: Sequence[UnitWeight], scale: float, alpha: float, exponent: float | None
+) -> None:
+    for weight in weights:
+        if not weight.param.is_floating_point():
+            raise ConfigError(f"weight {weight.name!r} of unit {unit!r} is not floating point")
+        info = torch.finfo(weight.param.dtype)
+        if not (info.tiny <= scale <= info.max):
+            raise ScaleRangeError(
+                f"unit {unit!r}: scale alpha**e = {alpha:g}**{exponent:g} = {scale:.3g} "
+                f"{'overflows' if scale > 1 else 'underflows'} {weight.param.dtype} "
+                f"(weight {weight.name!r}); use a smaller alpha or fewer units "
+                "(e.g. units='blocks')."
+            )
+
+
+def _fans(weight: UnitWeight) -> tuple[int, int]:
+    # Same arithmetic as torch.nn.init so alpha=1 reproduces it bit for bit.
+    tensor = weight.param.t() if weight.transposed else weight.param
+    receptive = math.prod(tensor.shape[2:]) if tensor.dim() > 2 else 1
+    return tensor.size(1) * receptive, tensor.size(0) * receptive
+
+
+def _base_std(weight: UnitWeight, base: Base, nonlinearity: Nonlinearity | None) -> float:
+    """The std of the base distribution (for orthogonal: the gain)."""
+    if base.startswith("kaiming"):
+        gain = nn.init.calculate_gain(nonlinearity or "relu")
+        return gain / math.sqrt(_fans(weight)[0])
+    gain = nn.init.calculate_gain(nonlinearity or "linear")
+    if base.startswith("xavier"):
+        fan_in, fan_out = _fans(weight)
+        return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return gain
+
+
+def _check_draw_range(
+    unit: str, weight: UnitWeight, base: Base, nonlinearity: Nonlinearity | None, scale: float
+) -> None:
+    """A drawn (or kept) weight must not overflow or vanish in its dtype: checked before writing."""
+    info = torch.finfo(weight.param.dtype)
+    if base == "keep":
+        magnitude = float(weight.param.detach().abs().max()) if weight.param.numel() else 0.0
+        spread = 1.0
+    else:
+        magnitude = _base_std(weight, base, nonlinearity)
+        spread = 8.0  # 8 standard deviations: a normal draw essentially never exceeds it
+    if magnitude == 0.0:
+        return
+    if magnitude * scale * spread > info.max or magnitude * scale < info.tiny:
+        raise ScaleRangeError(
+            f"unit {unit!r}: weight {weight.name!r} times scale {scale:.3g} leaves the range of "
+            f"{weight.param.dtype}; use a smaller alpha, fewer units or a wider dtype."
+        )
+
+
+def _draw_(
+    weight: UnitWeight,
+    base: Base,
+    nonlinearity: Nonlinearity | None,
+    scale: float,
+    generator: torch.Generator | None,
+) -> None:
+    tensor = weight.param
+    if base == "keep":
+        if scale != 1.0:
+            tensor.mul_(scale)
+        return
+    std = _base_std(weight, base, nonlinearity)
+    if base in ("kaiming_normal", "xavier_normal"):
+        tensor.normal_(0.0, std * scale, generator=generator)
+    elif base in ("kaiming_uniform", "xavier_uniform"):
+        bound = math.sqrt(3.0) * std
+        tensor.uniform_(-bound * scale, bound * scale, generator=generator)
+    else:
+        target = tensor.t() if weight.transposed else tensor
+        nn.init.orthogonal_(target, gain=std * scale, generator=generator)
+
+
+def _moments(tensors: Sequence[torch.Tensor]) -> float:
+    """The std of all elements of ``tensors`` together, in float64 without concatenating."""
+    count = sum(t.numel() for t in tensors)
+    if count < 2:
+        return 0.0
+    total = sum(float(t.detach().double().sum()) for t in tensors)
+    mean = total / count
+    squares = sum(float((t.detach().double() - mean).pow(2).sum()) for t in tensors)
+    return math.sqrt(squares / (count - 1))
+
+
+def emergence_init_(
+    model: nn.Module,
+    alpha: float,
+    *,
+    base: Base = "kaiming_normal",
+    units: UnitsMode = "auto",
+    example_input: Any = None,
+    pivot: float = 0.5,
+    even: EvenMode = "integer",
+    head: bool = True,
+    groups: Sequence[Sequence[str]] | None = None,
+    nonlinearity: Nonlinearity | None = None,
+    zero_bias: bool = True,
+    generator: torch.Generator | None = None,
+) -> InitReport:
+    r"""Initialise ``model`` in place with the emergence-promoting rule (Li, George & Silva 2024).
+
+    Every weight layer gets the base init; the weights of depth unit ``i`` (in forward order)
+    are then multiplied by ``alpha ** e_i``, with ``e = -N..N`` for ``L = 2N+1`` units and
+    ``-N..-1, 1..N`` for ``L = 2N`` (:func:`emergeinit.exponents`): the first half is divided
+    by ``alpha^n``, the second half multiplied by ``alpha^n``, ``n`` = distance from the middle.
+    The scale is folded into the base distribution (``std * alpha**e``), so weights are written
+    once; ``alpha=1`` reproduces the base init bit for bit for the same random state.
+
+    Args:
+        model: any ``nn.Module`` (``DistributedDataParallel`` and ``torch.compile`` wrappers are
+            unwrapped).
+        alpha: finite real > 0; 1 = the base init, > 1 promotes emergence.
+        base: ``kaiming_normal`` / ``kaiming_uniform`` (fan_in), ``xavier_normal`` /
+            ``xavier_uniform``, ``orthogonal``, or ``keep`` (scale the model's current weights).
+        units: ``"layers"``, ``"blocks"`` (one unit per transformer block) or ``"auto"``
+            (blocks when transformer blocks are recognised).
+        example_input: a batch (tensor, tuple of positional inputs, or dict of keyword inputs)
+            used to trace the forward order; ``None`` = registration order.
+        pivot: turning point as a fraction of the depth (0.5 = the middle).
+        even: with an even number of units, ``"integer"`` exponents skip 0, ``"half"`` uses
+            half-integers.
+        head: include the last unit (the classifier) in the schedule.
+        groups: explicit units, as lists of module names, in depth order.
+        nonlinearity: the gain's nonlinearity (``torch.nn.init.calculate_gain``); ``None`` means
+            each base init's own default: ``"relu"`` for Kaiming, gain 1 for Xavier/orthogonal.
+        zero_bias: zero every bias of the weight layers (never scaled).
+        generator: the random generator for the draws (default: the global one).
+
+    Returns:
+        An :class:`~emergeinit.report.InitReport`; ``print(report)`` shows the unit table.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+        ...                       nn.Linear(16, 2))
+        >>> report = emergence_init_(model, alpha=2.0, example_input=torch.randn(4, 8))
+        >>> [u.exponent for u in report.units], [u.scale for u in report.units]
+        ([-1.0, 0.0, 1.0], [0.5, 1.0, 2.0])
+    """
+    check_choice("base", base, get_args(Base))
+    if nonlinearity is not None:
+        check_choice("nonlinearity", nonlinearity, get_args(Nonlinearity))
+    _check_bool("zero_bias", zero_bias)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ConfigError(f"generator must be a torch.Generator or None, got {generator!r}")
+    plan = _plan(
+        model,
+        alpha,
+        units=units,
+        example_input=example_input,
+        pivot=pivot,
+        even=even,
+        head=head,
+        groups=groups,
+    )
+    model = plan.model
+    scale_of = {
+        id(w.param): scale for unit, scale in zip(plan.units, plan.scales) for w in unit.weights
+    }
+    unit_of = {id(w.param): unit.name for unit in plan.units for w in unit.weights}
+    # Weights tied to an embedding belong to the embedding, which is never re-initialised.
+    tied_to_embedding = {
+        s.name for s in plan.units.skipped if s.reason.startswith("tied to embedding")
+    }
+
+    drawn: list[tuple[UnitWeight, float]] = []
+    seen: set[int] = set()
+    biases: list[nn.Parameter] = []
+    for layer_name, layer in find_layers(model):
+        for weight in layer_weights(layer, layer_name):
+            if id(weight.param) in seen or weight.name in tied_to_embedding:
+                continue
+            seen.add(id(weight.param))
+            drawn.append((weight, scale_of.get(id(weight.param), 1.0)))
+        biases.extend(layer_biases(layer))
+    for weight, scale in drawn:
+        _check_draw_range(
+            unit_of.get(id(weight.param), weight.name), weight, base, nonlinearity, scale
+        )
+        if generator is not None and weight.param.device != generator.device:
+            raise ConfigError(
+                f"generator is on {generator.device} but weight {weight.name!r} is on "
+                f"{weight.param.device}; pass a generator on the model's device."
+            )
+
+    std_before = [_moments([w.param for w in unit.weights]) for unit in plan.units]
+    with torch.no_grad():
+        for weight, scale in drawn:
+            _draw_(weight, base, nonlinearity, scale, generator)
+        if zero_bias:
+            for bias in biases:
+                bias.zero_()
+    records = tuple(
+        UnitRecord(
+            index=index,
+            name=unit.name,
+            module_type=unit.module_type,
+            kind=unit.kind,
+            shapes=unit.shapes,
+            exponent=0.0 if exponent is None else exponent,
+            scale=scale,
+            std_before=before,
+            std_after=_moments([w.param for w in unit.weights]),
+            scheduled=exponent is not None,
+            called=unit.called,
+        )
+        for index, (unit, exponent, scale, before) in enumerate(
+            zip(plan.units, plan.exponents, plan.scales, std_before)
+        )
+    )
+    return InitReport(
+        alpha=float(alpha),
+        base=base,
+        mode=plan.units.mode,
+        order=plan.units.order,
+        pivot=float(pivot),
+        even=even,
+        head=head,
+        units=records,
+        skipped=tuple(SkippedRecord(s.name, s.reason) for s in plan.units.skipped),
+        notes=plan.units.notes,
+    )
+
+
+def emergence_param_groups(
+    model: nn.Module,
+    alpha: float,
+    *,
+    optimizer: OptimizerKind = "sgd",
+    lr: float | None = None,
+    units: UnitsMode = "auto",
+    example_input: Any = None,
+    pivot: float = 0.5,
+    even: EvenMode = "integer",
+    head: bool = True,
+    groups: Sequence[Sequence[str]] | None = None,
+) -> list[dict[str, Any]]:
+    r"""The learning-rate form of the rule: optimizer parameter groups, weights untouched.
+
+    Scaling unit ``i``'s weights by ``c_i = alpha**e_i`` scales its gradient by ``1/c_i``; for
+    SGD its relative update by ``1/c_i^2``, for Adam (scale-invariant steps) by ``1/c_i``. So the
+    unit's group gets ``lr_multiplier = alpha**(-2 e_i)`` (``"sgd"``) or ``alpha**(-e_i)``
+    (``"adam"``). Every other trainable parameter (biases, norms, embeddings, a head left out
+    with ``head=False``) is in a last group with multiplier 1.
+
+    The equivalence with :func:`emergence_init_` is exact only where the network function is
+    invariant to the scales: bias-free homogeneous (ReLU) networks whose exponents sum to zero,
+    and units each followed by BatchNorm. Weight decay breaks it (it acts on the scaled weights).
+
+    Each group holds ``params``, ``lr_multiplier``, ``name``, ``exponent`` and, when ``lr`` is
+    given, ``lr = lr * lr_multiplier``; PyTorch optimizers keep the extra keys.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> groups = emergence_param_groups(model, 2.0, lr=0.1)
+        >>> [(g["name"], g["lr"]) for g in groups]
+        [('0', 0.4), ('2', 0.025), ('rest', 0.1)]
+    """
+    check_choice("optimizer", optimizer, get_args(OptimizerKind))
+    if lr is not None and (
+        isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0 or not math.isfinite(lr)
+    ):
+        raise ConfigError(f"lr must be a finite number > 0 or None, got {lr!r}")
+    plan = _plan(
+        model,
+        alpha,
+        units=units,
+        example_input=example_input,
+        pivot=pivot,
+        even=even,
+        head=head,
+        groups=groups,
+    )
+    power = 2.0 if optimizer == "sgd" else 1.0
+    placed: set[int] = set()
+    result: list[dict[str, Any]] = []
+    for unit, exponent, scale in zip(plan.units, plan.exponents, plan.scales):
+        if exponent is None:
+            continue
+        params = [w.param for w in unit.weights if w.param.requires_grad]
+        if not params:
+            continue
+        placed.update(id(p) for p in params)
+        multiplier = scale ** (-power)
+        result.append(
+            {"params": params, "lr_multiplier": multiplier, "name": unit.name, "exponent": exponent}
+        )
+    rest = [p for p in plan.model.parameters() if p.requires_grad and id(p) not in placed]
+    if rest:
+        result.append({"params": rest, "lr_multiplier": 1.0, "name": "rest", "exponent": 0.0})
+    if lr is not None:
+        for group in result:
+            group["lr"] = lr * group["lr_multiplier"]
+    return result
+
+
+__all__ = ["Base", "Nonlinearity", "OptimizerKind", "emergence_init_", "emergence_param_groups"]
