@@ -127,7 +127,7 @@ def _check_scale_range(
         if not weight.param.is_floating_point():
             raise ConfigError(f"weight {weight.name!r} of unit {unit!r} is not floating point")
         info = torch.finfo(weight.param.dtype)
-        if not (info.tiny <= scale <= info.max):
+        if not (0.0 < scale <= info.max):
             raise ScaleRangeError(
                 f"unit {unit!r}: scale alpha**e = {alpha:g}**{exponent:g} = {scale:.3g} "
                 f"{'overflows' if scale > 1 else 'underflows'} {weight.param.dtype} "
@@ -169,9 +169,11 @@ def _check_draw_range(
     if magnitude == 0.0:
         return
     if magnitude * scale * spread > info.max or magnitude * scale < info.tiny:
+        way = "overflows" if scale > 1 else "underflows"
         raise ScaleRangeError(
-            f"unit {unit!r}: weight {weight.name!r} times scale {scale:.3g} leaves the range of "
-            f"{weight.param.dtype}; use a smaller alpha, fewer units or a wider dtype."
+            f"unit {unit!r}: weight {weight.name!r} (magnitude {magnitude:.3g}) times scale "
+            f"{scale:.3g} {way} {weight.param.dtype}; use a smaller alpha, fewer units or a "
+            "wider dtype."
         )
 
 

@@ -53,7 +53,7 @@ class UnitWeight:
     """A unit's weight; ``transposed`` marks Hugging Face ``Conv1D`` (in, out) weights."""
 
     name: str
-    param: nn.Parameter
+    param: torch.Tensor
     transposed: bool = False
 
     @property
@@ -149,7 +149,7 @@ def layer_weights(module: nn.Module, prefix: str) -> list[UnitWeight]:
 def layer_biases(module: nn.Module) -> list[nn.Parameter]:
     """The bias vectors of a layer (zeroed by ``zero_bias=True``, never scaled)."""
     if isinstance(module, nn.MultiheadAttention):
-        candidates = [module.in_proj_bias, module.out_proj.bias]
+        candidates: list[Any] = [module.in_proj_bias, module.out_proj.bias]
     else:
         candidates = [getattr(module, "bias", None)]
     return [b for b in candidates if isinstance(b, nn.Parameter)]

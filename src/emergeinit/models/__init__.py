@@ -19,9 +19,11 @@ Grammar (``KIND:ARCH[,key=value...]``):
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -229,11 +231,46 @@ def example_input(
     return torch.randn(batch_size, *_shape(parsed.arch[0], spec), generator=generator)
 
 
+def load_model(
+    spec: str, batch_size: int = 2, *, generator: torch.Generator | None = None
+) -> tuple[nn.Module, Any]:
+    """A model and an example batch from a built-in spec or a ``package.module:function`` factory.
+
+    A factory is called without arguments and returns a model, or a ``(model, example_input)``
+    pair; with a bare model there is no example input (``None``) and order is registration order.
+    """
+    if is_builtin_spec(spec):
+        return build_model(spec), example_input(spec, batch_size, generator=generator)
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigError(
+            f"{spec!r} is neither a built-in model spec ({', '.join(KINDS)}) nor an importable "
+            "factory 'package.module:function'"
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import factory {spec!r}: {exc}") from None
+    try:
+        made = factory()
+    except Exception as exc:
+        raise ConfigError(
+            f"factory {spec!r} failed when called without arguments ({type(exc).__name__}: "
+            f"{exc}); it must take no arguments and return a model or (model, example_input)"
+        ) from exc
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
+        return made[0], made[1]
+    if not isinstance(made, nn.Module):
+        raise ConfigError(f"factory {spec!r} returned {type(made).__name__}, not an nn.Module")
+    return made, None
+
+
 __all__ = [
     "KINDS",
     "ModelSpec",
     "build_model",
     "example_input",
     "is_builtin_spec",
+    "load_model",
     "parse_model_spec",
 ]

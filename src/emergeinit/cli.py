@@ -1,0 +1,177 @@
+"""The ``emergeinit`` command line: a thin face over the core (and, lazily, the benchmarks)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .errors import EmergeInitError
+
+app = typer.Typer(
+    name="emergeinit",
+    help="Emergence-promoting initialization for PyTorch: plan, measure and benchmark it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SpecArgument = Annotated[
+    str,
+    typer.Argument(
+        help="A built-in model spec (mlp:784-512x6-10, mlp-bn:..., cnn:1x28x28-32-M-64-M-10, "
+        "cnn-bn:..., resnet:1x28x28-16x2-32x2-10, resnet-bn:..., transformer:tiny) or an "
+        "importable factory package.module:function returning a model or (model, example_input)."
+    ),
+]
+AlphaOption = Annotated[
+    float, typer.Option(help="The emergence factor alpha (> 0; 1 = base init).")
+]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
+) -> None:
+    """Emergence-promoting initialization for PyTorch: plan, measure and benchmark it."""
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def plan(
+    spec: SpecArgument,
+    alpha: AlphaOption = 2.0,
+    units: Annotated[str, typer.Option(help="auto, layers or blocks.")] = "auto",
+    base: Annotated[
+        str,
+        typer.Option(
+            help="kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform, "
+            "orthogonal or keep."
+        ),
+    ] = "kaiming_normal",
+    pivot: Annotated[float, typer.Option(help="Turning point as a fraction of depth.")] = 0.5,
+    even: Annotated[str, typer.Option(help="integer or half (even unit counts).")] = "integer",
+    head: Annotated[bool, typer.Option(help="Include the classifier in the schedule.")] = True,
+    trace: Annotated[
+        bool, typer.Option(help="Trace the forward order with an example batch.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed for the model and the draws.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Initialise a model with the emergence rule and print the per-unit table."""
+    import torch
+
+    from .init import emergence_init_
+    from .models import load_model
+
+    try:
+        torch.manual_seed(seed)
+        model, example = load_model(spec)
+        report = emergence_init_(
+            model,
+            alpha,
+            base=base,  # type: ignore[arg-type]  # validated inside
+            units=units,  # type: ignore[arg-type]
+            example_input=example if trace else None,
+            pivot=pivot,
+            even=even,  # type: ignore[arg-type]
+            head=head,
+        )
+    except EmergeInitError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
+
+
+@app.command()
+def bench(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            help="A preset (smoke, default, paper-mlp, paper-cnn, cifar-cnn, lr-sweep, "
+            "pivot-ablation) or a study FILE.toml. Default: the 'default' preset."
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            help="Study directory (default runs/<study>-<timestamp>); "
+            "an existing one with the same config resumes.",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config key: key.path=TOML_VALUE (repeatable), "
+            "e.g. --set train.lr=[0.01,0.1].",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (torch threads split evenly).")
+    ] = 1,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Print only errors and, last, the study directory.")
+    ] = False,
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir",
+            help="Folder with dataset files (Fashion-MNIST IDX, "
+            "cifar-10-batches-py); default: Debian's location / $EMERGEINIT_DATA_DIR.",
+        ),
+    ] = None,
+) -> None:
+    """Run (or resume) a benchmark study and write its report."""
+    from pathlib import Path
+
+    from .bench.cli import run_bench
+
+    code = run_bench(
+        target,
+        Path(out) if out else None,
+        list(set_ or []),
+        workers,
+        quiet,
+        Path(data_dir) if data_dir else None,
+    )
+    raise typer.Exit(code)
+
+
+@app.command("report")
+def report_command(
+    study_dir: Annotated[str, typer.Argument(help="A study directory written by 'bench'.")],
+) -> None:
+    """Regenerate report.md and plots/ of a study directory."""
+    from pathlib import Path
+
+    from .bench.cli import run_report
+
+    raise typer.Exit(run_report(Path(study_dir)))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,44 @@
+"""Small shared helpers for the core tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer, cloned."""
+    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), f"{key} changed"
+
+
+def relu_mlp(widths: list[int], *, bias: bool = False, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        layers.append(nn.Linear(a, b, bias=bias, dtype=dtype))
+        if i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ShortcutFirst(nn.Module):
+    """A residual CNN whose shortcut is registered first but called after the main path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.shortcut = nn.Conv2d(2, 8, 1)
+        self.conv1 = nn.Conv2d(2, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(torch.relu(self.bn(self.conv1(x))))
+        out = torch.relu(out + self.shortcut(x))
+        return self.head(out.mean(dim=(2, 3)))

@@ -1,0 +1,59 @@
+"""The `emergeinit` command line (core commands)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from emergeinit.cli import app
+
+runner = CliRunner()
+
+
+def test_plan_prints_the_unit_table() -> None:
+    result = runner.invoke(app, ["plan", "mlp:784-512x6-10", "--alpha", "2"])
+    assert result.exit_code == 0, result.output
+    assert "7 units (layers, order: traced)" in result.output
+    assert "512x784" in result.output and "-3" in result.output and "+3" in result.output
+
+
+def test_plan_json_and_options() -> None:
+    result = runner.invoke(
+        app, ["plan", "mlp-bn:20-8x3-4", "--alpha", "1.5", "--no-head", "--json", "--no-trace"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["order"] == "registration" and data["head"] is False
+    assert [u["exponent"] for u in data["units"]] == [-1.0, 0.0, 1.0, 0.0]
+    assert [u["scheduled"] for u in data["units"]] == [True, True, True, False]
+
+
+def test_plan_transformer_blocks() -> None:
+    result = runner.invoke(app, ["plan", "transformer:tiny", "--alpha", "1.2", "--base",
+                                 "xavier_uniform"])
+    assert result.exit_code == 0, result.output
+    assert "(blocks, order: traced)" in result.output
+    assert "TransformerEncoderLayer" in result.output
+
+
+def test_plan_factory() -> None:
+    result = runner.invoke(app, ["plan", "torch.nn:Linear", "--alpha", "2"])
+    assert result.exit_code == 2  # Linear() needs arguments: a clear error, not a traceback
+    assert "error:" in result.output
+
+
+def test_plan_errors_are_clear() -> None:
+    result = runner.invoke(app, ["plan", "mlp:10-5-2", "--alpha", "-1"])
+    assert result.exit_code == 2
+    assert "alpha must be a finite real number > 0" in result.output
+    result = runner.invoke(app, ["plan", "mlp:10-5-2", "--units", "neurons"])
+    assert result.exit_code == 2 and "units must be one of" in result.output
+
+
+def test_module_entry_point_and_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "emergeinit", "--version"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip()
