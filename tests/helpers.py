@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -18,9 +20,11 @@ def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
         assert torch.equal(after[key], value), f"{key} changed"
 
 
-def relu_mlp(widths: list[int], *, bias: bool = False, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+def relu_mlp(
+    widths: list[int], *, bias: bool = False, dtype: torch.dtype = torch.float32
+) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(a, b, bias=bias, dtype=dtype))
         if i < len(widths) - 2:
             layers.append(nn.ReLU())

@@ -32,8 +32,9 @@ def test_plan_json_and_options() -> None:
 
 
 def test_plan_transformer_blocks() -> None:
-    result = runner.invoke(app, ["plan", "transformer:tiny", "--alpha", "1.2", "--base",
-                                 "xavier_uniform"])
+    result = runner.invoke(
+        app, ["plan", "transformer:tiny", "--alpha", "1.2", "--base", "xavier_uniform"]
+    )
     assert result.exit_code == 0, result.output
     assert "(blocks, order: traced)" in result.output
     assert "TransformerEncoderLayer" in result.output
@@ -54,6 +55,10 @@ def test_plan_errors_are_clear() -> None:
 
 
 def test_module_entry_point_and_version() -> None:
-    done = subprocess.run([sys.executable, "-m", "emergeinit", "--version"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "emergeinit", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip()

@@ -28,8 +28,9 @@ def test_docstring_examples(module: object) -> None:
 
 def test_readme_quick_start_prints_the_table_it_shows() -> None:
     text = README.read_text()
-    code, shown = re.search(r"## Quick start\n\n```python\n(.*?)```\n\n```\n(.*?)```", text,
-                            re.S).groups()
+    code, shown = re.search(
+        r"## Quick start\n\n```python\n(.*?)```\n\n```\n(.*?)```", text, re.S
+    ).groups()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md", "exec"), {})

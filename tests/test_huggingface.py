@@ -14,17 +14,31 @@ transformers = pytest.importorskip("transformers")
 
 def test_bert_layers_are_blocks() -> None:
     config = transformers.BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=16,
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
     )
     torch.manual_seed(0)
     model = transformers.BertModel(config)
     reference = copy.deepcopy(model)
     inputs = {"input_ids": torch.randint(1, 50, (2, 6))}
-    report = emergence_init_(model, 2.0, base="xavier_uniform", example_input=inputs,
-                             generator=torch.Generator().manual_seed(1))
-    emergence_init_(reference, 1.0, base="xavier_uniform", example_input=inputs,
-                    generator=torch.Generator().manual_seed(1))
+    report = emergence_init_(
+        model,
+        2.0,
+        base="xavier_uniform",
+        example_input=inputs,
+        generator=torch.Generator().manual_seed(1),
+    )
+    emergence_init_(
+        reference,
+        1.0,
+        base="xavier_uniform",
+        example_input=inputs,
+        generator=torch.Generator().manual_seed(1),
+    )
     assert report.mode == "blocks" and report.traced
     names = [u.name for u in report.units]
     assert names == ["encoder.layer.0", "encoder.layer.1", "encoder.layer.2", "pooler.dense"]
@@ -36,8 +50,9 @@ def test_bert_layers_are_blocks() -> None:
     params, base = dict(model.named_parameters()), dict(reference.named_parameters())
     key = "encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(params[key], base[key] * 0.25, rtol=2e-6, atol=0)
-    assert torch.equal(params["embeddings.word_embeddings.weight"],
-                       base["embeddings.word_embeddings.weight"])
+    assert torch.equal(
+        params["embeddings.word_embeddings.weight"], base["embeddings.word_embeddings.weight"]
+    )
     model(**inputs)  # still a working model
 
 

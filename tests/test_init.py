@@ -34,7 +34,9 @@ def _plain_loop(model: nn.Module, base: str, generator: torch.Generator) -> None
 
 
 @pytest.mark.parametrize("base", BASES)
-@pytest.mark.parametrize("spec", ["mlp-bn:12-16x3-4", "cnn:2x8x8-4-M-6-3", "resnet:2x8x8-4x1-6x1-3"])
+@pytest.mark.parametrize(
+    "spec", ["mlp-bn:12-16x3-4", "cnn:2x8x8-4-M-6-3", "resnet:2x8x8-4x1-6x1-3"]
+)
 def test_alpha_one_is_the_plain_torch_loop_bit_for_bit(base: str, spec: str) -> None:
     torch.manual_seed(0)
     model = build_model(spec)
@@ -76,10 +78,20 @@ def test_scaled_equals_base_times_alpha_pow_e(base: str, alpha: float) -> None:
     model = ShortcutFirst()
     x = torch.randn(2, 2, 5, 5)
     base_model = copy.deepcopy(model)
-    emergence_init_(base_model, 1.0, base=base, example_input=x,  # type: ignore[arg-type]
-                    generator=torch.Generator().manual_seed(5))
-    report = emergence_init_(model, alpha, base=base, example_input=x,  # type: ignore[arg-type]
-                             generator=torch.Generator().manual_seed(5))
+    emergence_init_(
+        base_model,
+        1.0,
+        base=base,
+        example_input=x,  # type: ignore[arg-type]
+        generator=torch.Generator().manual_seed(5),
+    )
+    report = emergence_init_(
+        model,
+        alpha,
+        base=base,
+        example_input=x,  # type: ignore[arg-type]
+        generator=torch.Generator().manual_seed(5),
+    )
     assert [u.name for u in report.units] == ["conv1", "conv2", "shortcut", "head"]
     assert [u.exponent for u in report.units] == exponents(4)
     scaled = dict(model.named_parameters())
@@ -87,7 +99,9 @@ def test_scaled_equals_base_times_alpha_pow_e(base: str, alpha: float) -> None:
     for unit in report.units:
         assert unit.scale == pytest.approx(alpha**unit.exponent, rel=1e-15)
         weight = f"{unit.name}.weight"
-        torch.testing.assert_close(scaled[weight], reference[weight] * unit.scale, rtol=2e-6, atol=0)
+        torch.testing.assert_close(
+            scaled[weight], reference[weight] * unit.scale, rtol=2e-6, atol=0
+        )
         assert unit.std_after == pytest.approx(
             reference[weight].double().std().item() * unit.scale, rel=1e-5
         )
@@ -101,8 +115,9 @@ def test_keep_scales_current_weights_in_place() -> None:
     report = emergence_init_(model, 2.0, base="keep", zero_bias=False)
     assert [u.exponent for u in report.units] == [-2, -1, 1, 2]
     for unit in report.units:
-        torch.testing.assert_close(model.state_dict()[f"{unit.name}.weight"],
-                                   before[f"{unit.name}.weight"] * unit.scale)
+        torch.testing.assert_close(
+            model.state_dict()[f"{unit.name}.weight"], before[f"{unit.name}.weight"] * unit.scale
+        )
         assert torch.equal(model.state_dict()[f"{unit.name}.bias"], before[f"{unit.name}.bias"])
         assert unit.std_before == pytest.approx(before[f"{unit.name}.weight"].double().std().item())
 
@@ -184,20 +199,38 @@ def test_report_table_and_dict() -> None:
 
 def test_transformer_blocks_on_xavier() -> None:
     torch.manual_seed(0)
-    model = nn.Transformer(d_model=16, nhead=2, num_encoder_layers=2, num_decoder_layers=2,
-                           dim_feedforward=32, batch_first=True)
+    model = nn.Transformer(
+        d_model=16,
+        nhead=2,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=32,
+        batch_first=True,
+    )
     reference = copy.deepcopy(model)
     x = (torch.randn(2, 5, 16), torch.randn(2, 4, 16))
-    emergence_init_(reference, 1.0, base="xavier_uniform", example_input=x,
-                    generator=torch.Generator().manual_seed(0))
-    report = emergence_init_(model, 2.0, base="xavier_uniform", example_input=x,
-                             generator=torch.Generator().manual_seed(0))
+    emergence_init_(
+        reference,
+        1.0,
+        base="xavier_uniform",
+        example_input=x,
+        generator=torch.Generator().manual_seed(0),
+    )
+    report = emergence_init_(
+        model,
+        2.0,
+        base="xavier_uniform",
+        example_input=x,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert report.mode == "blocks"
     assert [u.exponent for u in report.units] == [-2, -1, 1, 2]
     params = dict(model.named_parameters())
     base = dict(reference.named_parameters())
-    for unit, prefix in zip(report.units, ["encoder.layers.0", "encoder.layers.1",
-                                           "decoder.layers.0", "decoder.layers.1"]):
+    for unit, prefix in zip(
+        report.units,
+        ["encoder.layers.0", "encoder.layers.1", "decoder.layers.0", "decoder.layers.1"],
+    ):
         for name in ("self_attn.in_proj_weight", "self_attn.out_proj.weight", "linear1.weight"):
             key = f"{prefix}.{name}"
             torch.testing.assert_close(params[key], base[key] * unit.scale, rtol=2e-6, atol=0)
@@ -208,7 +241,8 @@ def test_transformer_blocks_on_xavier() -> None:
 def test_cuda_model() -> None:
     model = relu_mlp([8, 16, 16, 4]).cuda()
     x = torch.randn(4, 8, device="cuda")
-    report = emergence_init_(model, 2.0, example_input=x,
-                             generator=torch.Generator(device="cuda").manual_seed(0))
+    report = emergence_init_(
+        model, 2.0, example_input=x, generator=torch.Generator(device="cuda").manual_seed(0)
+    )
     assert [u.exponent for u in report.units] == [-1, 0, 1]
     assert all(p.is_cuda for p in model.parameters())

@@ -53,8 +53,9 @@ def test_lr_form_matches_weight_form(kind: str, make) -> None:  # type: ignore[n
 
 
 def test_groups_cover_every_trainable_parameter_once() -> None:
-    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8),
-                          nn.ReLU(), nn.Linear(8, 2))
+    model = nn.Sequential(
+        nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)
+    )
     model[0].bias.requires_grad_(False)
     groups = emergence_param_groups(model, 2.0, head=False)
     ids = [id(p) for g in groups for p in g["params"]]

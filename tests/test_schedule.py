@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -69,17 +70,20 @@ def test_default_pivot_sums_to_zero_and_is_antisymmetric(num_units: int, even: s
     e = exponents(num_units, even=even)  # type: ignore[arg-type]
     assert sum(e) == 0
     assert e == [-x for x in reversed(e)]
-    assert all(b - a >= 1 for a, b in zip(e, e[1:]))
+    assert all(b - a >= 1 for a, b in itertools.pairwise(e))
 
 
 @given(st.integers(1, 60), st.floats(0.01, 0.99))
 def test_any_pivot_has_unit_steps_and_turns_near_pivot(num_units: int, pivot: float) -> None:
     e = exponents(num_units, pivot=pivot)
-    steps = [b - a for a, b in zip(e, e[1:])]
+    steps = [b - a for a, b in itertools.pairwise(e)]
     assert all(s in (1.0, 2.0) for s in steps)
     assert steps.count(2.0) <= 1  # only the half-way case skips 0
     turning = pivot * (num_units - 1)
-    assert min(range(num_units), key=lambda i: abs(e[i])) in (math.floor(turning), math.ceil(turning))
+    assert min(range(num_units), key=lambda i: abs(e[i])) in (
+        math.floor(turning),
+        math.ceil(turning),
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "3", None])

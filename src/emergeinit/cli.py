@@ -126,8 +126,12 @@ def bench(
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option(help="Worker processes (torch threads split evenly).")
-    ] = 1,
+        int,
+        typer.Option(
+            help="Worker processes, torch threads split evenly; 0 = one per core, "
+            "1 = in this process."
+        ),
+    ] = 0,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Print only errors and, last, the study directory.")
     ] = False,
@@ -166,6 +170,73 @@ def report_command(
     from .bench.cli import run_report
 
     raise typer.Exit(run_report(Path(study_dir)))
+
+
+@app.command()
+def measure(
+    spec: SpecArgument,
+    alpha: AlphaOption = 2.0,
+    batch: Annotated[int, typer.Option(help="Number of random inputs to measure on.")] = 64,
+    base: Annotated[str, typer.Option(help="The base init (see `plan`).")] = "kaiming_normal",
+    head: Annotated[bool, typer.Option(help="Include the classifier in the schedule.")] = True,
+    tau: Annotated[float, typer.Option(help="Activity threshold.")] = 0.05,
+    form: Annotated[str, typer.Option(help="cross or li.")] = "cross",
+    granularity: Annotated[str, typer.Option(help="neuron or channel.")] = "neuron",
+    seed: Annotated[int, typer.Option(help="Seed for the model, the draws and the inputs.")] = 0,
+) -> None:
+    """Print the emergence log10 E at init: the base init against the emergence init."""
+    import copy
+
+    import torch
+
+    from .init import emergence_init_
+    from .measure import measure_emergence
+    from .models import load_model
+
+    if batch < 1:
+        raise _fail(ValueError(f"--batch must be >= 1, got {batch}"))
+    try:
+        torch.manual_seed(seed)
+        model, example = load_model(spec, batch, generator=torch.Generator().manual_seed(seed))
+        if example is None:
+            raise _fail(
+                ValueError(
+                    "measure needs an example batch: use a built-in spec or a "
+                    "factory returning (model, example_input)"
+                )
+            )
+        rows = []
+        for label, factor in (("base", 1.0), (f"emergence alpha={alpha:g}", alpha)):
+            candidate = copy.deepcopy(model)
+            emergence_init_(
+                candidate,
+                factor,
+                base=base,  # type: ignore[arg-type]
+                head=head,
+                example_input=example,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            result = measure_emergence(
+                candidate,
+                example,
+                tau=tau,
+                form=form,  # type: ignore[arg-type]
+                granularity=granularity,  # type: ignore[arg-type]
+            )
+            rows.append((label, result))
+    except EmergeInitError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"{spec}: {batch} random inputs, tau={tau:g}, form={form}, granularity={granularity}"
+    )
+    width = max(len(label) for label, _ in rows)
+    typer.echo(f"{'init'.ljust(width)}  log10 E (mean +- std)  log10 E/params  active fraction")
+    for label, result in rows:
+        active = sum(result.active_fraction.values()) / max(len(result.active_fraction), 1)
+        typer.echo(
+            f"{label.ljust(width)}  {result.log10_e_mean:10.3f} +- {result.log10_e_std:<7.3f}"
+            f"  {result.log10_relative:14.3f}  {active:15.3f}"
+        )
 
 
 def main() -> None:
