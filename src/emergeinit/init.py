@@ -19,6 +19,7 @@ from .errors import ConfigError, MetaTensorError, NoUnitsError, ScaleRangeError
 from .report import InitReport, SkippedRecord, UnitRecord
 from .schedule import EvenMode, check_alpha, check_choice, exponents
 from .units import (
+    EMBEDDING_TYPES,
     DepthUnitList,
     UnitsMode,
     UnitWeight,
@@ -289,8 +290,8 @@ def emergence_init_(
     }
     unit_of = {id(w.param): unit.name for unit in plan.units for w in unit.weights}
     # Weights tied to an embedding belong to the embedding, which is never re-initialised.
-    tied_to_embedding = {
-        s.name for s in plan.units.skipped if s.reason.startswith("tied to embedding")
+    embedding_weights = {
+        id(p) for m in model.modules() if isinstance(m, EMBEDDING_TYPES) for p in m.parameters()
     }
 
     drawn: list[tuple[UnitWeight, float]] = []
@@ -298,7 +299,7 @@ def emergence_init_(
     biases: list[nn.Parameter] = []
     for layer_name, layer in find_layers(model):
         for weight in layer_weights(layer, layer_name):
-            if id(weight.param) in seen or weight.name in tied_to_embedding:
+            if id(weight.param) in seen or id(weight.param) in embedding_weights:
                 continue
             seen.add(id(weight.param))
             drawn.append((weight, scale_of.get(id(weight.param), 1.0)))
