@@ -62,3 +62,14 @@ def test_module_entry_point_and_version() -> None:
         check=True,
     )
     assert done.stdout.strip()
+
+
+def test_measure_compares_base_and_emergence() -> None:
+    result = runner.invoke(app, ["measure", "mlp:20-16x3-4", "--alpha", "2", "--batch", "8"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    base = next(line for line in lines if line.startswith("base "))
+    emergence = next(line for line in lines if line.startswith("emergence alpha=2"))
+    assert float(base.split()[1]) > 0 and float(emergence.split()[2]) > 0
+    result = runner.invoke(app, ["measure", "transformer:tiny", "--batch", "2"])
+    assert result.exit_code == 2 and "error:" in result.output

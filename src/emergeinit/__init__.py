@@ -7,6 +7,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import errors
 from .init import emergence_init_, emergence_param_groups
+from .measure import (
+    EmergenceResult,
+    EmergenceTracker,
+    EmergenceValue,
+    graph_emergence,
+    measure_emergence,
+)
 from .report import InitReport, SkippedRecord, UnitRecord
 from .schedule import exponents
 from .units import DepthUnit, DepthUnitList, depth_units
@@ -19,6 +26,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "DepthUnit",
     "DepthUnitList",
+    "EmergenceResult",
+    "EmergenceTracker",
+    "EmergenceValue",
     "InitReport",
     "SkippedRecord",
     "UnitRecord",
@@ -28,4 +38,6 @@ __all__ = [
     "emergence_param_groups",
     "errors",
     "exponents",
+    "graph_emergence",
+    "measure_emergence",
 ]

@@ -230,13 +230,14 @@ def measure(
         f"{spec}: {batch} random inputs, tau={tau:g}, form={form}, granularity={granularity}"
     )
     width = max(len(label) for label, _ in rows)
-    typer.echo(f"{'init'.ljust(width)}  log10 E (mean +- std)  log10 E/params  active fraction")
+    typer.echo(f"{'init'.ljust(width)}  log10 E (mean +- std)  log10 E/params  active per layer")
     for label, result in rows:
-        active = sum(result.active_fraction.values()) / max(len(result.active_fraction), 1)
+        active = " ".join(f"{f:.2f}" for f in result.active_fraction.values())
         typer.echo(
             f"{label.ljust(width)}  {result.log10_e_mean:10.3f} +- {result.log10_e_std:<7.3f}"
-            f"  {result.log10_relative:14.3f}  {active:15.3f}"
+            f"  {result.log10_relative:14.3f}  {active}"
         )
+    typer.echo("(active per layer: inputs first, then each weight layer in forward order)")
 
 
 def main() -> None:

@@ -1,0 +1,273 @@
+"""Cost of measure_emergence against the model's own forward and against a networkx DP.
+
+Two baselines, each measured in the same run, repeats interleaved, medians reported:
+
+1. ``forward``: the model's forward pass on the same batch under ``torch.no_grad()`` (target:
+   measuring costs at most 3x the forward; MLP and CNNs, neuron granularity, default options).
+2. ``networkx DP``: a straightforward per-node dynamic program over an explicit
+   ``networkx.DiGraph`` of the same network's neurons (route multiplicities as edge weights), one
+   sample at a time (target: measuring is at least 100x faster per sample). Building the graph is
+   not timed; the DP is timed on a few samples and compared per sample. Its result is checked
+   against measure_emergence (max |difference of log10 E| is printed).
+
+    python benchmarks/measure_speed.py [--repeats 7] [--threads 1] [--dp-samples 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from emergeinit.measure import measure_emergence
+
+
+def mlp(widths: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in itertools.pairwise(widths[:-1]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(widths[-2], widths[-1]))
+    return nn.Sequential(*layers)
+
+
+def cnn(in_shape: tuple[int, int, int], plan: list[int | str], classes: int) -> nn.Sequential:
+    """VGG-style: 3x3 convs (padding 1) + BatchNorm + ReLU, "M" = 2x2 max pool, Flatten, Linear."""
+    channels, size = in_shape[0], in_shape[1]
+    layers: list[nn.Module] = []
+    for item in plan:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+        else:
+            assert isinstance(item, int)
+            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.BatchNorm2d(item), nn.ReLU()]
+            channels = item
+    layers += [nn.Flatten(), nn.Linear(channels * size * size, classes)]
+    return nn.Sequential(*layers)
+
+
+class Block(nn.Module):
+    """ResNet basic block; the shortcut is a strided 1x1 conv + BN when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                       nn.BatchNorm2d(cout))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+def resnet(widths: list[int], classes: int) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
+                               nn.BatchNorm2d(widths[0]), nn.ReLU()]  # fmt: skip
+    for i, width in enumerate(widths):
+        cin = widths[max(i - 1, 0)]
+        layers += [Block(cin, width, 1 if i == 0 else 2), Block(width, width, 1)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], classes)]
+    return nn.Sequential(*layers)
+
+
+# Forward-ratio cases: (name, model factory, batch shape).
+FORWARD_CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
+    ("MLP 784-1024x3-10, batch 256", lambda: mlp([784, 1024, 1024, 1024, 10]), (256, 784)),
+    ("CNN 3x32x32 32-M-64-M-128-M, batch 64",
+     lambda: cnn((3, 32, 32), [32, "M", 64, "M", 128, "M"], 10), (64, 3, 32, 32)),
+    ("ResNet 3x32x32 16x2-32x2-64x2, batch 64", lambda: resnet([16, 32, 64], 10),
+     (64, 3, 32, 32)),
+]  # fmt: skip
+
+# DP cases: small enough for an explicit networkx graph (a few 10^5 edges).
+DP_CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
+    ("MLP 256-256-256-10, batch 64", lambda: mlp([256, 256, 256, 10]), (64, 256)),
+    ("CNN 3x16x16 8-M-16-M, batch 64", lambda: cnn((3, 16, 16), [8, "M", 16, "M"], 10),
+     (64, 3, 16, 16)),
+]  # fmt: skip
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def forward_ratio(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> None:
+    with torch.no_grad():
+        model(x)
+    measure_emergence(model, x)  # warm: fx trace and caches, as in a training loop
+    fwd: list[float] = []
+    meas: list[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            model(x)
+        fwd.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        measure_emergence(model, x)
+        meas.append(time.perf_counter() - start)
+    f, m = median_ms(fwd), median_ms(meas)
+    print(f"{name:<42} forward {f:8.2f} ms  measure {m:8.2f} ms  ratio {m / f:5.2f}x (<= 3)")
+
+
+# --- the straightforward baseline ------------------------------------------------------------
+
+
+def explicit_graph(model: nn.Sequential, shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    """networkx DiGraph of neurons; edge weight "m" = number of routes; read points per layer."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    next_id = 0
+
+    def new_neuron() -> int:
+        nonlocal next_id
+        graph.add_node(next_id)
+        next_id += 1
+        return next_id - 1
+
+    # state[element] = {neuron: routes} for the current tensor, flattened (C, H, W) order
+    dims = list(shape)
+    state: list[dict[int, int]] = [{new_neuron(): 1} for _ in range(math.prod(dims))]
+    layers: list[list[int]] = [[n for s in state for n in s]]
+    reads: list[int] = []  # module index whose output decides each hidden layer's activity
+
+    def emit(preds: dict[int, int]) -> dict[int, int]:
+        v = new_neuron()
+        graph.add_weighted_edges_from(((u, v, m) for u, m in preds.items()), weight="m")
+        return {v: 1}
+
+    for index, module in enumerate(model):
+        if isinstance(module, nn.Linear):
+            merged: dict[int, int] = {}
+            for s in state:
+                for u, m in s.items():
+                    merged[u] = merged.get(u, 0) + m
+            state = [emit(merged) for _ in range(module.out_features)]
+            dims = [module.out_features]
+        elif isinstance(module, nn.Conv2d):
+            c, h, w = dims
+            out = module.out_channels
+            k, p = module.kernel_size[0], module.padding[0]  # type: ignore[index]
+            new_state = []
+            for _o in range(out):
+                for y in range(h):
+                    for x in range(w):
+                        preds: dict[int, int] = {}
+                        for ci in range(c):
+                            for dy in range(k):
+                                for dx in range(k):
+                                    sy, sx = y - p + dy, x - p + dx
+                                    if 0 <= sy < h and 0 <= sx < w:
+                                        for u, m in state[(ci * h + sy) * w + sx].items():
+                                            preds[u] = preds.get(u, 0) + m
+                        new_state.append(emit(preds))
+            state, dims = new_state, [out, h, w]
+        elif isinstance(module, nn.MaxPool2d):
+            c, h, w = dims
+            pooled = []
+            for ci in range(c):
+                for y in range(h // 2):
+                    for x in range(w // 2):
+                        routes: dict[int, int] = {}
+                        for dy in (0, 1):
+                            for dx in (0, 1):
+                                for u, m in state[(ci * h + 2 * y + dy) * w + 2 * x + dx].items():
+                                    routes[u] = routes.get(u, 0) + m
+                        pooled.append(routes)
+            state, dims = pooled, [c, h // 2, w // 2]
+        elif isinstance(module, nn.ReLU):
+            reads.append(index)
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            layers.append([n for s in state for n in s])
+    return graph, layers, reads
+
+
+def dp_cross(graph, order: list[int], inactive: dict[int, int]) -> int:  # type: ignore[no-untyped-def]
+    """Paths from an inactive neuron to an active one: F(v) = sum_u m (F(u) + [u inactive])."""
+    reach: dict[int, int] = {}
+    total = 0
+    pred = graph.pred
+    for v in order:
+        count = 0
+        for u, data in pred[v].items():
+            count += data["m"] * (reach[u] + inactive[u])
+        reach[v] = count
+        if not inactive[v]:
+            total += count
+    return total
+
+
+def dp_speedup(name: str, model: nn.Sequential, x: torch.Tensor, repeats: int, k: int) -> None:
+    graph, layers, reads = explicit_graph(model, tuple(x.shape[1:]))
+    order = [n for layer in layers for n in layer]  # layer order is topological
+    values: list[torch.Tensor] = []
+    hooks = [model[i].register_forward_hook(lambda m, a, out: values.append(out)) for i in reads]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+
+    def inactive_of(b: int) -> dict[int, int]:
+        flags = dict.fromkeys(order, 0)
+        for layer, value in zip(layers[1:-1], values):
+            for n, act in zip(layer, (value[b].reshape(-1) > 0.05).tolist()):
+                flags[n] = 0 if act else 1
+        return flags
+
+    per_sample = [inactive_of(b) for b in range(k)]
+    result = measure_emergence(model, x)
+    diffs = [
+        abs(math.log10(dp_cross(graph, order, per_sample[b])) - result.log10_e[b].item())
+        for b in range(k)
+    ]
+    meas: list[float] = []
+    dp: list[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        measure_emergence(model, x)
+        meas.append((time.perf_counter() - start) / x.shape[0])
+        start = time.perf_counter()
+        for b in range(k):
+            dp_cross(graph, order, per_sample[b])
+        dp.append((time.perf_counter() - start) / k)
+    m, d = median_ms(meas), median_ms(dp)
+    print(
+        f"{name:<42} {graph.number_of_edges():>8,} edges  networkx DP {d:9.2f} ms/sample  "
+        f"measure {m:7.4f} ms/sample  speedup {d / m:8.0f}x (>= 100)  "
+        f"max |diff log10 E| {max(diffs):.1e}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dp-samples", type=int, default=2, help="samples the DP is timed on")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians")
+    print("\nmeasure_emergence vs the model's forward (eval mode, neuron granularity):")
+    for name, factory, shape in FORWARD_CASES:
+        torch.manual_seed(0)
+        forward_ratio(name, factory().eval(), torch.randn(shape), args.repeats)
+    print("\nmeasure_emergence vs a per-node DP over an explicit networkx graph (form=cross):")
+    for name, factory, shape in DP_CASES:
+        torch.manual_seed(0)
+        model = factory().eval()
+        assert isinstance(model, nn.Sequential)
+        dp_speedup(name, model, torch.randn(shape), max(3, args.repeats // 2), args.dp_samples)
+
+
+if __name__ == "__main__":
+    main()

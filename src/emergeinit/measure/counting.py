@@ -1,0 +1,512 @@
+r"""Propagation of path counts through a traced network (SPEC 2.2), batched over samples.
+
+With ``a(u)`` the activity of neuron ``u`` and ``F(v)`` the count reaching neuron ``v`` along the
+network's edges (route multiplicities included), one forward sweep gives both forms:
+
+* ``cross``: ``q(u) = F(u) + [u inactive]`` counts the paths from an inactive neuron to ``u``;
+* ``li``: ``q(u) = [u inactive] + [u active] F(u)``: ``F(v)`` of an active ``v`` counts the paths
+  ``x -> s -> ... -> v`` with ``x`` inactive and ``s .. v`` active;
+
+and in both ``E = sum over active v of F(v)``. A layer's ``F`` is the sum of ``q`` over its
+receptive field; routing ops (pooling, additions, reshapes) act on ``q`` like on activations, with
+window sums in place of maxima or means.
+
+Why it is cheap. A convolution's all-ones kernel only sees each group's channel sum, and every
+routing op is channel-wise linear, so a value's counts are only ever needed summed over the
+channel groups of the layers that consume it. Each value therefore carries its counts summed over
+``K`` contiguous channel groups (its *demand*: ``K = groups`` of the consuming convolution, 1 for
+a Linear after flatten, the least common multiple when several consumers differ, all channels
+when an op needs them). A layer's output in that form needs only, per group, how many of its
+neurons are active: one integer reduction of the activity mask, no per-channel float tensor.
+
+Counts are float64, rescaled after every layer by their per-sample maximum with the scale kept as
+a log, so depth and width never overflow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedModuleError
+from .structure import Step, Structure
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
+_FULL = 0  # demand: every channel separately
+
+
+@dataclass
+class Counts:
+    """Path counts ``t * exp(s)`` (``s`` per sample) of one value of the network.
+
+    Neuron granularity: ``t`` is the value's shape with dimension 1 summed into ``t.shape[1]``
+    contiguous groups. Channel granularity: ``t`` is ``(nb, C)``; ``flat`` marks a value
+    flattened from ``(B, C, positions...)``.
+    """
+
+    t: torch.Tensor
+    s: torch.Tensor
+    flat: bool = False
+
+
+class Counter:
+    """One sweep over the steps of a structure; ``run()`` returns natural-log E per sample."""
+
+    def __init__(
+        self,
+        structure: Structure,
+        shapes: Sequence[tuple[int, ...]],
+        masks: Sequence[torch.Tensor | None],
+        *,
+        batch: int,
+        count_batch: int,
+        cross: bool,
+        channel: bool,
+        device: torch.device,
+    ) -> None:
+        self.structure = structure
+        self.shapes = list(shapes)
+        self.batch = batch
+        self.nb = count_batch
+        self.cross = cross
+        self.channel = channel
+        self.device = device
+        readers = [i for i in structure.layers if i not in structure.last]
+        self.masks = dict(zip(readers, masks))
+        self.active_fraction: dict[str, float] = {}
+        self.node_counts: dict[str, int] = {}
+        self.needed = [s for s in structure.steps if s.kind == "weight" or s.feeds_weight]
+        self.demand = {} if channel else self._demands()
+
+    def run(self) -> torch.Tensor:
+        uses = {s.index: 0 for s in self.needed}
+        for step in self.needed:
+            for src in step.sources:
+                uses[src] += 1
+        values: dict[int, Counts] = {}
+        log_e = torch.full((self.nb,), -math.inf, dtype=torch.float64, device=self.device)
+        for step in self.needed:
+            self._check_batch(step)
+            sources = [values[i] for i in step.sources]
+            contribution = None
+            if step.kind == "input":
+                out: Counts | None = self._input(step)
+            elif step.kind == "weight" and self.channel:
+                out, contribution = self._layer_channel(step, sources[0])
+            elif step.kind == "weight":
+                out, contribution = self._layer_neuron(step, sources[0])
+            elif self.channel:
+                out = self._route_channel(step, sources)
+            else:
+                out = self._route_neuron(step, sources)
+            if contribution is not None:
+                log_e = torch.logaddexp(log_e, contribution)
+            for src in step.sources:
+                uses[src] -= 1
+                if uses[src] == 0:
+                    del values[src]
+            if step.feeds_weight and out is not None:
+                values[step.index] = out
+        return log_e
+
+    # -- demands (neuron granularity) ----------------------------------------------------------
+
+    def _demands(self) -> dict[int, int]:
+        """Per value, how many contiguous channel groups its consumers need (``_FULL``: all)."""
+        demand: dict[int, int] = {}
+        for step in reversed(self.needed):
+            own = demand.get(step.index)
+            for src in step.sources:
+                need = self._requirement(step, own)
+                if src in demand and need != demand[src]:
+                    need = _FULL if _FULL in (need, demand[src]) else math.lcm(need, demand[src])
+                demand[src] = need
+        return demand
+
+    def _requirement(self, step: Step, own: int | None) -> int:
+        in_shape = self.shapes[step.sources[0]]
+        out_shape = self.shapes[step.index]
+        if len(in_shape) < 2 or len(out_shape) < 2:
+            return _FULL
+        if step.kind == "weight":
+            if isinstance(step.module, nn.Linear):
+                return 1 if len(in_shape) == 2 else _FULL
+            return int(getattr(step.module, "groups", 1))
+        if own is None or own == _FULL:
+            return _FULL
+        if step.kind in ("identity", "nonlin", "add", "pool", "adaptive"):
+            return own
+        if step.kind == "reduce":
+            return _FULL if 1 in self._reduce_dims(step, len(in_shape)) else own
+        if step.kind == "reshape":
+            if out_shape[1] == in_shape[1]:
+                return own  # channels stay on dimension 1; only positions move
+            if len(out_shape) == 2 and own == 1:
+                return 1  # flattened for a Linear, which sums everything anyway
+        return _FULL
+
+    def _size(self, index: int) -> int:
+        """The number of groups the value of step ``index`` carries."""
+        shape = self.shapes[index]
+        if len(shape) < 2:
+            return 0
+        need = self.demand.get(index, _FULL)
+        return shape[1] if need == _FULL else need
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def _input(self, step: Step) -> Counts:
+        shape = self.shapes[step.index]
+        if self.channel:
+            if len(shape) < 2:
+                raise self._error(step, "channel granularity needs inputs shaped (batch, C, ...)")
+            nodes = shape[1]
+            t = self._zeros(self.nb, nodes)
+        else:
+            nodes = math.prod(shape[1:])
+            groups = self._size(step.index)
+            t = self._zeros(self.nb, *([groups] if groups else []), *shape[2:])
+        self.node_counts[step.name] = nodes
+        self.active_fraction[step.name] = 1.0
+        # Inputs are active and have no predecessors: no counted path ends or starts there.
+        return Counts(t, self._zeros(self.nb))
+
+    def _layer_neuron(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
+        module = step.module
+        out_shape = self.shapes[step.index]
+        in_shape = self.shapes[step.sources[0]]
+        self.node_counts[step.name] = math.prod(out_shape[1:])
+        if isinstance(module, nn.Linear) and len(in_shape) != 2:
+            return self._linear_full(step, src)
+        if isinstance(module, nn.Linear):
+            fg = src.t.sum(dim=1, keepdim=True)  # every input feeds every output once
+            groups = 1
+        else:
+            assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+            nd = len(out_shape) - 2
+            if len(in_shape) != nd + 2:
+                raise self._error(step, "unbatched convolution input")
+            groups = module.groups
+            summed = _coarsen(src.t, groups)  # all-ones kernel: only group sums matter
+            ones = torch.ones((groups, 1, *module.kernel_size), dtype=torch.float64,
+                              device=self.device)  # fmt: skip
+            fg = _CONV[nd](summed, ones, None, module.stride, module.padding, module.dilation,
+                           groups)  # fmt: skip
+            if tuple(fg.shape[2:]) != tuple(out_shape[2:]):
+                raise self._error(step, "its output size could not be reproduced")
+        fg, s = _rescale(fg, src.s)
+        channels = out_shape[1]
+        if step.index in self.structure.last:
+            self.active_fraction[step.name] = 1.0
+            return None, s + (fg.sum(dim=tuple(range(1, fg.dim()))) * (channels // groups)).log()
+
+        # Per group of the finest partition both the layer (groups) and its consumers (demand)
+        # need: each part's count of active neurons is all the activity mask is needed for.
+        demand = self._size(step.index)
+        parts = math.lcm(groups, demand)
+        size = channels // parts
+        mask = self._mask(step)
+        active = mask.reshape(mask.shape[0], parts, size, *mask.shape[2:]).sum(
+            dim=2, dtype=torch.int32
+        )
+        self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+        active = active.to(torch.float64)
+        per_part = _expand_groups(fg, parts)
+        dims = tuple(range(1, per_part.dim()))
+        contribution = s + (per_part * active).sum(dim=dims).log()
+
+        start = _per_sample(torch.exp(-s), per_part.dim())  # the length-0 path from inactive u
+        inactive = size - active
+        if self.cross:
+            q = per_part * size + inactive * start
+        else:
+            q = per_part * active + inactive * start
+        return Counts(_coarsen(q, demand), s), contribution
+
+    def _linear_full(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
+        """A Linear on (batch, ..., features): rows of positions, each a dense layer."""
+        out_shape = self.shapes[step.index]
+        fg, s = _rescale(src.t.sum(dim=-1, keepdim=True), src.s)
+        dims = tuple(range(1, fg.dim()))
+        if step.index in self.structure.last:
+            self.active_fraction[step.name] = 1.0
+            return None, s + (fg.sum(dim=dims) * out_shape[-1]).log()
+        mask = self._mask(step).reshape(-1, *out_shape[1:])
+        self.active_fraction[step.name] = float(mask.float().mean())
+        contribution = s + (fg * mask.sum(dim=-1, keepdim=True)).sum(dim=dims).log()
+        start = _per_sample(torch.exp(-s), fg.dim())
+        q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
+        return Counts(_coarsen(q, self._size(step.index)), s), contribution
+
+    def _layer_channel(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
+        module = step.module
+        out_shape = self.shapes[step.index]
+        in_shape = self.shapes[step.sources[0]]
+        if isinstance(module, nn.Linear):
+            if len(in_shape) != 2:
+                raise self._error(
+                    step, "channel granularity supports Linear layers on (batch, features) only"
+                )
+            groups = 1
+        else:
+            assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+            if src.flat:
+                raise self._error(step, "a convolution after flatten")
+            groups = module.groups
+        channels = out_shape[1]
+        self.node_counts[step.name] = channels
+        # A channel feeds every channel of its group once; a flattened channel every output.
+        fg, s = _rescale(_coarsen(src.t, groups), src.s)
+        if step.index in self.structure.last:
+            self.active_fraction[step.name] = 1.0
+            return None, s + (fg.sum(dim=1) * (channels // groups)).log()
+        mask = self._mask(step).reshape(-1, groups, channels // groups)
+        self.active_fraction[step.name] = float(mask.float().mean())
+        fg = fg.unsqueeze(2)
+        contribution = s + (fg * mask.sum(dim=2, keepdim=True)).sum(dim=(1, 2)).log()
+        start = _per_sample(torch.exp(-s), 3)
+        q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
+        return Counts(q.reshape(self.nb, channels), s), contribution
+
+    def _mask(self, step: Step) -> torch.Tensor:
+        mask = self.masks[step.index]
+        if mask is None:
+            raise self._error(step, "its activity could not be read (a broadcast before the "
+                                    "nonlinearity or a non-float activation)")  # fmt: skip
+        return mask
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _route_neuron(self, step: Step, sources: list[Counts]) -> Counts:
+        kind = step.kind
+        out_shape = self.shapes[step.index]
+        in_shape = self.shapes[step.sources[0]]
+        own = self._size(step.index)
+        src = sources[0]
+        if kind in ("identity", "nonlin"):
+            if out_shape != in_shape:
+                raise self._error(step, f"it broadcasts {in_shape} to {out_shape}")
+            return Counts(_coarsen(src.t, own), src.s)
+        if kind == "add":
+            if any(self.shapes[i] != out_shape for i in step.sources):
+                raise self._error(step, "its operands have different shapes (broadcasting)")
+            s, ts = _align(sources)
+            total = _coarsen(ts[0], own)
+            for t in ts[1:]:
+                total = total + _coarsen(t, own)
+            return Counts(total, s)
+        if kind == "cat":
+            dim = _normal_dim(step.params.get("dim", 0), len(out_shape))
+            if dim <= 0:
+                raise self._error(step, f"concatenation along dimension {dim}")
+            s, ts = _align(sources)
+            return Counts(_coarsen(torch.cat(ts, dim=dim), own), s)
+        if kind == "pool":
+            if len(in_shape) != step.params["nd"] + 2:
+                raise self._error(step, "unbatched pooling input")
+            return Counts(_sum_pool(_coarsen(src.t, own), step.params, out_shape[2:]), src.s)
+        if kind == "adaptive":
+            nd = len(out_shape) - 2
+            if len(in_shape) != nd + 2 or nd not in _ADAPTIVE_AVG:
+                raise self._error(step, "unbatched adaptive pooling input")
+            return Counts(_adaptive_sum(_coarsen(src.t, own), tuple(out_shape[2:])), src.s)
+        if kind == "reduce":
+            dims = self._reduce_dims(step, len(in_shape))
+            if 0 in dims:
+                raise self._error(step, "a reduction over the batch dimension")
+            keep = bool(step.params.get("keepdim", False))
+            t = src.t.sum(dim=dims, keepdim=keep)
+            return Counts(t if 1 not in dims else _coarsen(t, own), src.s)
+        if kind == "reshape":
+            if out_shape[0] != in_shape[0] or math.prod(out_shape) != math.prod(in_shape):
+                raise self._error(step, "it changes the batch or the number of elements")
+            t = src.t
+            if len(out_shape) >= 2 and len(in_shape) >= 2 and out_shape[1] == in_shape[1]:
+                return Counts(_coarsen(t, own).reshape(self.nb, own, *out_shape[2:]), src.s)
+            if t.shape[1:2] == (1,) and own == 1 and len(out_shape) == 2:
+                return Counts(t.reshape(self.nb, -1).sum(dim=1, keepdim=True), src.s)
+            return Counts(_coarsen(t.reshape(self.nb, *out_shape[1:]), own), src.s)
+        raise self._error(step, f"cannot route paths through a {kind} step")
+
+    def _route_channel(self, step: Step, sources: list[Counts]) -> Counts:
+        kind = step.kind
+        out_shape = self.shapes[step.index]
+        in_shape = self.shapes[step.sources[0]]
+        src = sources[0]
+        if kind in ("identity", "nonlin"):
+            if out_shape != in_shape:
+                raise self._error(step, f"it broadcasts {in_shape} to {out_shape}")
+            return src
+        if kind == "add":
+            if any(self.shapes[i] != out_shape for i in step.sources):
+                raise self._error(step, "its operands have different shapes (broadcasting)")
+            if len({s.flat for s in sources}) > 1:
+                raise self._error(step, "it adds a flattened and an unflattened value")
+            s, ts = _align(sources)
+            total = ts[0]
+            for t in ts[1:]:
+                total = total + t
+            return Counts(total, s, src.flat)
+        if kind == "cat":
+            dim = _normal_dim(step.params.get("dim", 0), len(out_shape))
+            if dim != 1 or any(s.flat for s in sources):
+                raise self._error(step, f"channel concatenation along dimension {dim}")
+            s, ts = _align(sources)
+            return Counts(torch.cat(ts, dim=1), s)
+        if kind in ("pool", "adaptive"):
+            if src.flat or len(in_shape) < 3:
+                raise self._error(step, "unbatched pooling input")
+            return src  # a channel routes to itself, multiplicity one
+        if kind == "reduce":
+            dims = self._reduce_dims(step, len(in_shape))
+            if 0 in dims or 1 in dims or src.flat:
+                raise self._error(step, f"a reduction over dimensions {dims}")
+            return src
+        if kind == "reshape":
+            if out_shape[0] != in_shape[0] or math.prod(out_shape) != math.prod(in_shape):
+                raise self._error(step, "it changes the batch or the number of elements")
+            if src.flat:
+                if len(out_shape) == 2:
+                    return src
+            elif len(out_shape) >= 2 and out_shape[1] == in_shape[1]:
+                return src  # channels stay where they were; only positions move
+            elif len(out_shape) == 2 and len(in_shape) > 2:
+                return Counts(src.t, src.s, flat=True)
+            raise self._error(
+                step, f"channel granularity cannot follow channels through "
+                f"{in_shape} -> {out_shape}"
+            )  # fmt: skip
+        raise self._error(step, f"cannot route paths through a {kind} step")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _reduce_dims(self, step: Step, ndim: int) -> list[int]:
+        raw = step.params.get("dim")
+        if raw is None:
+            raise self._error(step, "a reduction over all dimensions (the batch included)")
+        dims = [raw] if isinstance(raw, int) else list(raw)
+        if not all(isinstance(d, int) for d in dims):
+            raise self._error(step, "a reduction over non-constant dimensions")
+        return sorted({_normal_dim(d, ndim) for d in dims})
+
+    def _check_batch(self, step: Step) -> None:
+        shapes = [self.shapes[step.index]] + [self.shapes[i] for i in step.sources]
+        if any(not shape or shape[0] != self.batch for shape in shapes):
+            raise self._error(step, "it changes the batch dimension")
+
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float64, device=self.device)
+
+    def _error(self, step: Step, why: str) -> UnsupportedModuleError:
+        return UnsupportedModuleError(f"the emergence measure cannot handle {step.name}: {why}.")
+
+
+def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
+    return values.reshape(-1, *([1] * (ndim - 1)))
+
+
+def _rescale(fg: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Divide by the per-sample maximum, adding its log to the scale (nothing can overflow)."""
+    peak = fg.amax(dim=tuple(range(1, fg.dim())))
+    peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+    return fg / _per_sample(peak, fg.dim()), s + peak.log()
+
+
+def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
+    """Sum dimension 1 into ``groups`` contiguous groups (``_FULL`` or equal: unchanged)."""
+    if t.dim() < 2 or groups == _FULL or t.shape[1] == groups:
+        return t
+    return t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:]).sum(dim=2)
+
+
+def _expand_groups(fg: torch.Tensor, parts: int) -> torch.Tensor:
+    """Repeat each of ``fg``'s groups (dimension 1) over the parts it splits into."""
+    groups = fg.shape[1]
+    if groups == parts:
+        return fg
+    rest = fg.shape[2:]
+    wide = fg.unsqueeze(2).expand(fg.shape[0], groups, parts // groups, *rest)
+    return wide.reshape(fg.shape[0], parts, *rest)
+
+
+def _align(sources: list[Counts]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Bring counts with different per-sample scales onto the largest one."""
+    s = sources[0].s
+    for src in sources[1:]:
+        s = torch.maximum(s, src.s)
+    ts = [
+        src.t if src.s is s else src.t * _per_sample(torch.exp(src.s - s), src.t.dim())
+        for src in sources
+    ]
+    return s, ts
+
+
+def _normal_dim(dim: Any, ndim: int) -> int:
+    if not isinstance(dim, int):
+        return -1
+    return dim + ndim if dim < 0 else dim
+
+
+def _sum_pool(t: torch.Tensor, params: dict[str, Any], out_size: Sequence[int]) -> torch.Tensor:
+    """Sum of counts over every pooling window (a window's output forwards all its routes)."""
+    nd = params["nd"]
+    kernel, stride, padding, dilation = (
+        params["kernel"], params["stride"], params["padding"], params["dilation"]
+    )  # fmt: skip
+    ceil_mode = params["ceil_mode"]
+    if all(d == 1 for d in dilation):
+        # divisor_override=1 turns average pooling into an exact window sum.
+        if nd == 1:
+            out = F.avg_pool2d(
+                t.unsqueeze(-2), (1, *kernel), (1, *stride), (0, *padding), ceil_mode, True, 1
+            ).squeeze(-2)
+        elif nd == 2:
+            out = F.avg_pool2d(t, kernel, stride, padding, ceil_mode, True, 1)
+        else:
+            out = F.avg_pool3d(t, kernel, stride, padding, ceil_mode, True, 1)
+    else:
+        # Dilated windows: an all-ones depthwise convolution over explicitly padded input; the
+        # right padding reaches the last (ceil-mode) window, the crop keeps the pooled size.
+        pads: list[int] = []
+        for size, o, k, s, p, d in zip(
+            reversed(t.shape[2:]), reversed(out_size), reversed(kernel), reversed(stride),
+            reversed(padding), reversed(dilation),
+        ):  # fmt: skip
+            pads += [p, max(0, (o - 1) * s + d * (k - 1) + 1 - size - p)]
+        lead = t.shape[:2]
+        x = F.pad(t.reshape(-1, 1, *t.shape[2:]), pads)
+        ones = torch.ones((1, 1, *kernel), dtype=t.dtype, device=t.device)
+        out = _CONV[nd](x, ones, None, stride, 0, dilation)
+        crop: tuple[Any, ...] = (Ellipsis, *[slice(0, o) for o in out_size])
+        out = out[crop]
+        out = out.reshape(*lead, *out.shape[2:])
+    if tuple(out.shape[2:]) != tuple(out_size):
+        raise UnsupportedModuleError(
+            f"pooling output size {tuple(out.shape[2:])} could not be reproduced ({out_size})."
+        )
+    return out
+
+
+def _adaptive_sum(t: torch.Tensor, out_size: tuple[int, ...]) -> torch.Tensor:
+    """Sum over adaptive windows ``[floor(j L / O), ceil((j + 1) L / O))`` along each dim."""
+    nd = len(out_size)
+    adaptive: Any = _ADAPTIVE_AVG[nd]  # the 1-d variant is typed for an int size only
+    mean = adaptive(t, out_size)
+    area = torch.ones((), dtype=t.dtype, device=t.device)
+    for axis, (size, o) in enumerate(zip(t.shape[2:], out_size)):
+        j = torch.arange(o, device=t.device)
+        length = ((j + 1) * size + o - 1) // o - (j * size) // o
+        shape = [1] * nd
+        shape[axis] = o
+        area = area * length.to(t.dtype).reshape(shape)
+    return mean * area
+
+
+__all__ = ["Counter", "Counts"]

@@ -1,0 +1,499 @@
+"""Independent references for the emergence measure.
+
+A network is described by a small spec (a list of op tuples). ``SpecNet`` turns it into a torch
+model (functional ops where fx must see them); ``explicit_graph`` builds the neuron graph of the
+same spec *by explicit loops* over output positions, kernel offsets and pooling windows, each
+tensor element holding the multiset of neurons routed into it. Path counts are then exact Python
+integers over that explicit adjacency, by a DP or, for tiny graphs, by enumerating every path.
+Nothing here calls the library under test.
+
+Spec ops (``nd`` spatial dims follow from the input shape):
+    ("linear", out)                         nn.Linear on (batch, features)
+    ("conv", out, k, stride, pad, dil, g)   nn.ConvNd, zero padding
+    ("bn",) ("dropout",) ("identity",)      routing identities
+    ("act", name)                           relu | frelu (F.relu) | tanh | gelu | leaky | sigmoid
+                                            | silu | mrelu (Tensor.relu)
+    ("maxpool", k, s, p, d, ceil)           nn.MaxPoolNd (F.max_pool* when functional=True)
+    ("avgpool", k, s, p, ceil)
+    ("adaptive", out) / ("adaptive_max", out)
+    ("flatten",)                            torch.flatten(x, 1)
+    ("view",)                               x.view(x.size(0), -1)
+    ("gap",)                                x.mean(spatial dims)
+    ("block", out, stride)                  ResNet basic block: conv3x3(stride)-bn-relu-conv3x3-bn
+                                            + shortcut (identity, or conv1x1(stride)-bn) then relu
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Spec = list[tuple[Any, ...]]
+WEIGHT_OPS = ("linear", "conv")
+ROUTE_SKIP = ("bn", "dropout", "identity", "flatten", "view")
+
+
+# ---------------------------------------------------------------------------------------------
+# The torch side
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, nd: int) -> None:
+        super().__init__()
+        conv = (nn.Conv1d, nn.Conv2d)[nd - 1]
+        norm = (nn.BatchNorm1d, nn.BatchNorm2d)[nd - 1]
+        self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = norm(cout)
+        self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = norm(cout)
+        self.down: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(conv(cin, cout, 1, stride, bias=False), norm(cout))
+
+    def run(self, x: torch.Tensor, record: list[torch.Tensor] | None) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        if record is not None:
+            record.append(out)  # conv1's activity
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.down is None else self.down(x)
+        out = F.relu(out + shortcut)
+        if record is not None:
+            record.append(out)  # conv2's activity
+            if self.down is not None:
+                record.append(out)  # the shortcut conv's: the same nonlinearity
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x, None)
+
+
+class SpecNet(nn.Module):
+    """A torch model of a spec; ``replay`` also returns each weight layer's activity value."""
+
+    def __init__(self, spec: Spec, in_shape: Sequence[int], functional: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.functional = functional
+        self.nd = len(in_shape) - 1
+        mods: list[nn.Module] = []
+        shape = list(in_shape)
+        for op in spec:
+            mods.append(self._module(op, shape))
+            shape = list(self._shape_after(op, shape))
+        self.mods = nn.ModuleList(mods)
+        self.out_shape = tuple(shape)
+
+    def _module(self, op: tuple[Any, ...], shape: list[int]) -> nn.Module:
+        kind = op[0]
+        nd = len(shape) - 1
+        if kind == "linear":
+            return nn.Linear(shape[0], op[1])
+        if kind == "conv":
+            _, out, k, s, p, d, g = op
+            return (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nd - 1](shape[0], out, k, s, p, d, g)
+        if kind == "bn":
+            return (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)[max(nd, 1) - 1](shape[0])
+        if kind == "dropout":
+            return nn.Dropout(0.3)
+        if kind == "act":
+            return {
+                "relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(), "sigmoid": nn.Sigmoid(),
+                "leaky": nn.LeakyReLU(0.1), "silu": nn.SiLU(),
+            }.get(op[1], nn.Identity())  # fmt: skip
+        if kind == "maxpool":
+            _, k, s, p, d, ceil = op
+            return (nn.MaxPool1d, nn.MaxPool2d)[nd - 1](k, s, p, d, ceil_mode=ceil)
+        if kind == "avgpool":
+            _, k, s, p, ceil = op
+            return (nn.AvgPool1d, nn.AvgPool2d)[nd - 1](k, s, p, ceil_mode=ceil)
+        if kind == "adaptive":
+            return (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)[nd - 1](op[1])
+        if kind == "adaptive_max":
+            return (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)[nd - 1](op[1])
+        if kind == "block":
+            return Block(shape[0], op[1], op[2], nd)
+        return nn.Identity()
+
+    @staticmethod
+    def _shape_after(op: tuple[Any, ...], shape: list[int]) -> tuple[int, ...]:
+        kind = op[0]
+        if kind == "linear":
+            return (op[1],)
+        if kind == "conv":
+            _, out, k, s, p, d, _g = op
+            return (out, *[conv_size(n, k, s, p, d) for n in shape[1:]])
+        if kind == "maxpool":
+            _, k, s, p, d, ceil = op
+            return (shape[0], *[pool_size(n, k, s, p, d, ceil) for n in shape[1:]])
+        if kind == "avgpool":
+            _, k, s, p, ceil = op
+            return (shape[0], *[pool_size(n, k, s, p, 1, ceil) for n in shape[1:]])
+        if kind in ("adaptive", "adaptive_max"):
+            return (shape[0], *[op[1]] * (len(shape) - 1))
+        if kind in ("flatten", "view"):
+            return (math.prod(shape),)
+        if kind == "gap":
+            return (shape[0],)
+        if kind == "block":
+            return (op[1], *[conv_size(n, 3, op[2], 1, 1) for n in shape[1:]])
+        return tuple(shape)
+
+    def _run(self, x: torch.Tensor, record: list[Any] | None) -> torch.Tensor:
+        for op, mod in zip(self.spec, self.mods):
+            kind = op[0]
+            if kind == "act":
+                name = op[1]
+                if name == "frelu":
+                    x = F.relu(x)
+                elif name == "mrelu":
+                    x = x.relu()
+                else:
+                    x = mod(x)
+            elif kind == "maxpool" and self.functional:
+                _, k, s, p, d, ceil = op
+                pool = (F.max_pool1d, F.max_pool2d)[self.nd - 1]
+                x = pool(x, k, s, p, d, ceil_mode=ceil)
+            elif kind == "avgpool" and self.functional:
+                _, k, s, p, ceil = op
+                pool = (F.avg_pool1d, F.avg_pool2d)[self.nd - 1]
+                x = pool(x, k, s, p, ceil_mode=ceil)
+            elif kind == "flatten":
+                x = torch.flatten(x, 1)
+            elif kind == "view":
+                x = x.view(x.size(0), -1)
+            elif kind == "gap":
+                x = x.mean(dim=tuple(range(2, 2 + self.nd)))
+            elif kind == "block":
+                assert isinstance(mod, Block)
+                reads: list[torch.Tensor] = []
+                x = mod.run(x, reads)
+                if record is not None:
+                    record.append(reads)
+                continue
+            else:
+                x = mod(x)
+            if record is not None:
+                record.append(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None)
+
+    def replay(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activity value of every weight layer, by the SPEC 2.2 rule applied to the spec.
+
+        A weight layer is read at the first nonlinearity after it, past normalization, dropout,
+        identities and flattening; when anything else comes first, at the last value before it.
+        """
+        outputs: list[Any] = []
+        with torch.no_grad():
+            self._run(x, outputs)
+        reads: list[torch.Tensor] = []
+        for pos, op in enumerate(self.spec):
+            if op[0] == "block":
+                reads.extend(outputs[pos])
+                continue
+            if op[0] not in WEIGHT_OPS:
+                continue
+            read = outputs[pos]
+            for later, value in zip(self.spec[pos + 1 :], outputs[pos + 1 :]):
+                if later[0] in ROUTE_SKIP:
+                    read = value
+                    continue
+                if later[0] == "act":
+                    read = value
+                break
+            reads.append(read.reshape(outputs[pos].shape))
+        return reads
+
+
+def conv_size(n: int, k: int, s: int, p: int, d: int) -> int:
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def pool_size(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    # PyTorch's rule: ceil mode may add a last window, but it must start inside input + left pad.
+    num = n + 2 * p - d * (k - 1) - 1
+    out = (-(-num // s) if ceil else num // s) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The explicit neuron graph
+
+
+class Graph:
+    """Neurons numbered in creation (topological) order; ``preds[v]`` = {u: edge multiplicity}."""
+
+    def __init__(self) -> None:
+        self.preds: list[dict[int, int]] = []
+        self.layer: list[int] = []  # -1: input, else the weight layer's index
+
+    def add(self, preds: dict[int, int], layer: int) -> int:
+        self.preds.append(preds)
+        self.layer.append(layer)
+        return len(self.preds) - 1
+
+    @property
+    def size(self) -> int:
+        return len(self.preds)
+
+    def successors(self) -> list[dict[int, int]]:
+        succ: list[dict[int, int]] = [{} for _ in self.preds]
+        for v, preds in enumerate(self.preds):
+            for u, m in preds.items():
+                succ[u][v] = m
+        return succ
+
+
+def _merge(items: list[Counter[int]]) -> Counter[int]:
+    total: Counter[int] = Counter()
+    for item in items:
+        total.update(item)
+    return total
+
+
+def _new_array(shape: Sequence[int]) -> np.ndarray:
+    return np.empty(tuple(shape), dtype=object)
+
+
+def explicit_graph(net: SpecNet, in_shape: Sequence[int], channel: bool = False) -> Graph:
+    """The neuron graph of ``net``; ``channel=True``: nodes are channels (SPEC 2.2)."""
+    graph = Graph()
+    state = _new_array([in_shape[0]] if channel else in_shape)
+    for idx in np.ndindex(state.shape):
+        state[idx] = Counter({graph.add({}, -1): 1})
+    layer = [0]
+    for op, mod in zip(net.spec, net.mods):
+        state = _apply(graph, op, mod, state, layer, channel)
+    return graph
+
+
+def _emit(graph: Graph, preds: Counter[int], layer: list[int]) -> Counter[int]:
+    return Counter({graph.add(dict(preds), layer[0]): 1})
+
+
+def _apply(
+    graph: Graph, op: tuple[Any, ...], mod: nn.Module, state: np.ndarray, layer: list[int],
+    channel: bool,
+) -> np.ndarray:  # fmt: skip
+    kind = op[0]
+    if kind == "linear":
+        merged = _merge(list(state.flat))
+        out = _new_array([op[1]])
+        for j in range(op[1]):
+            out[j] = _emit(graph, merged, layer)
+        layer[0] += 1
+        return out
+    if kind == "conv":
+        _, cout, k, s, p, d, g = op
+        out = _conv(graph, state, cout, k, s, p, d, g, layer, channel)
+        layer[0] += 1
+        return out
+    if kind in ("bn", "dropout", "identity", "act"):
+        return state
+    if kind in ("flatten", "view"):
+        return state if channel else state.reshape(-1)
+    if kind == "maxpool" or kind == "avgpool":
+        if channel:
+            return state
+        if kind == "maxpool":
+            _, k, s, p, d, ceil = op
+        else:
+            _, k, s, p, ceil = op
+            d = 1
+        return _windows(state, [_pool_windows(n, k, s, p, d, ceil) for n in state.shape[1:]])
+    if kind in ("adaptive", "adaptive_max"):
+        if channel:
+            return state
+        return _windows(state, [_adaptive_windows(n, op[1]) for n in state.shape[1:]])
+    if kind == "gap":
+        if channel:
+            return state
+        out = _new_array([state.shape[0]])
+        for c in range(state.shape[0]):
+            out[c] = _merge(list(state[c].flat))
+        return out
+    if kind == "block":
+        assert isinstance(mod, Block)
+        cout, stride = op[1], op[2]
+        main = _conv(graph, state, cout, 3, stride, 1, 1, 1, layer, channel)
+        layer[0] += 1
+        main = _conv(graph, main, cout, 3, 1, 1, 1, 1, layer, channel)
+        layer[0] += 1
+        if mod.down is not None:
+            short = _conv(graph, state, cout, 1, stride, 0, 1, 1, layer, channel)
+            layer[0] += 1
+        else:
+            short = state
+        out = _new_array(main.shape)
+        for idx in np.ndindex(main.shape):
+            out[idx] = main[idx] + short[idx]
+        return out
+    raise AssertionError(kind)
+
+
+def _conv(
+    graph: Graph, state: np.ndarray, cout: int, k: int, s: int, p: int, d: int, g: int,
+    layer: list[int], channel: bool,
+) -> np.ndarray:  # fmt: skip
+    cin = state.shape[0]
+    in_group, out_group = cin // g, cout // g
+    if channel:
+        out = _new_array([cout])
+        for o in range(cout):
+            group = o // out_group
+            out[o] = _emit(
+                graph, _merge([state[c] for c in range(group * in_group, (group + 1) * in_group)]),
+                layer,
+            )  # fmt: skip
+        return out
+    spatial = state.shape[1:]
+    out_spatial = [conv_size(n, k, s, p, d) for n in spatial]
+    out = _new_array([cout, *out_spatial])
+    for o in range(cout):
+        group = o // out_group
+        channels = range(group * in_group, (group + 1) * in_group)
+        for pos in np.ndindex(*out_spatial):
+            items = []
+            for offs in np.ndindex(*([k] * len(spatial))):
+                src = [pos[a] * s - p + offs[a] * d for a in range(len(spatial))]
+                if all(0 <= src[a] < spatial[a] for a in range(len(spatial))):
+                    items.extend(state[(c, *src)] for c in channels)
+            out[(o, *pos)] = _emit(graph, _merge(items), layer)
+    return out
+
+
+def _pool_windows(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> list[list[int]]:
+    windows = []
+    for j in range(pool_size(n, k, s, p, d, ceil)):
+        windows.append([j * s - p + i * d for i in range(k) if 0 <= j * s - p + i * d < n])
+    return windows
+
+
+def _adaptive_windows(n: int, out: int) -> list[list[int]]:
+    return [list(range((j * n) // out, -(-((j + 1) * n) // out))) for j in range(out)]
+
+
+def _windows(state: np.ndarray, windows: list[list[list[int]]]) -> np.ndarray:
+    out = _new_array([state.shape[0], *[len(w) for w in windows]])
+    for c in range(state.shape[0]):
+        for pos in np.ndindex(*out.shape[1:]):
+            members = [windows[a][pos[a]] for a in range(len(pos))]
+            items = [state[(c, *src)] for src in np.ndindex(*[len(m) for m in members])
+                     for src in [tuple(members[a][src[a]] for a in range(len(pos)))]]  # fmt: skip
+            out[(c, *pos)] = _merge(items)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Activity and counting
+
+
+def activity_sets(
+    graph: Graph, values: list[torch.Tensor], tau: float, *, channel: bool = False,
+    mean: bool = False,
+) -> list[list[bool]]:  # fmt: skip
+    """Per sample, each node's activity: inputs and the last layer active, others by ``values``."""
+    num_layers = max(graph.layer) + 1
+    assert len(values) == num_layers, (len(values), num_layers)
+    batch = values[0].shape[0]
+    flags: list[list[bool]] = []
+    per_layer = []
+    for v in values[:-1]:
+        v = v.double()
+        if channel and v.dim() > 2:
+            v = v.mean(dim=tuple(range(2, v.dim())))
+        if mean:
+            v = v.mean(dim=0, keepdim=True).expand_as(v)
+        per_layer.append((v > tau).reshape(batch, -1).tolist())
+    for b in range(batch):
+        seen = [0] * num_layers
+        sample = []
+        for layer in graph.layer:
+            if layer == -1 or layer == num_layers - 1:
+                sample.append(True)
+            else:
+                sample.append(per_layer[layer][b][seen[layer]])
+                seen[layer] += 1
+        flags.append(sample)
+    return flags
+
+
+def cross_dp(graph: Graph, active: list[bool]) -> int:
+    """Paths from an inactive node to an active node: forward DP in exact integers."""
+    reach = [0] * graph.size  # paths that start at an inactive node and end here (length >= 1)
+    total = 0
+    for v, preds in enumerate(graph.preds):
+        reach[v] = sum(m * (reach[u] + (0 if active[u] else 1)) for u, m in preds.items())
+        if active[v]:
+            total += reach[v]
+    return total
+
+
+def li_dp(graph: Graph, active: list[bool]) -> int:
+    """SPEC 2.1 with H = active nodes: a backward DP for P_H, then the sum over inactive x."""
+    succ = graph.successors()
+    p = [0] * graph.size
+    for s in reversed(range(graph.size)):
+        if active[s]:
+            p[s] = 1 + sum(m * p[t] for t, m in succ[s].items() if active[t])
+    return sum(
+        m * p[s]
+        for x in range(graph.size)
+        if not active[x]
+        for s, m in succ[x].items()
+        if active[s]
+    )
+
+
+def cross_enumerate(graph: Graph, active: list[bool]) -> int:
+    """Walk every path from every inactive node (no memo); count those ending at active ones."""
+    succ = graph.successors()
+
+    def walk(u: int) -> int:
+        count = 0
+        for v, m in succ[u].items():
+            count += m * ((1 if active[v] else 0) + walk(v))
+        return count
+
+    return sum(walk(x) for x in range(graph.size) if not active[x])
+
+
+def li_enumerate(graph: Graph, active: list[bool]) -> int:
+    succ = graph.successors()
+
+    def walk(s: int) -> int:  # paths inside H starting at s, s included
+        return 1 + sum(m * walk(t) for t, m in succ[s].items() if active[t])
+
+    return sum(
+        m * walk(s)
+        for x in range(graph.size)
+        if not active[x]
+        for s, m in succ[x].items()
+        if active[s]
+    )
+
+
+def log10(value: int) -> float:
+    return math.log10(value) if value > 0 else -math.inf
+
+
+def dense_closed_form(widths: list[int], actives: list[int]) -> int:
+    """``sum_{i<j} (n_i - a_i) a_j prod_{k=i+1}^{j-1} n_k`` in exact integers (O(L))."""
+    total = 0
+    reach = 0  # sum_{i<j} (n_i - a_i) prod_{k=i+1}^{j-1} n_k, for the current j
+    for j in range(len(widths)):
+        if j > 0:
+            reach = reach * widths[j - 1] + (widths[j - 1] - actives[j - 1])
+        total += actives[j] * reach
+    return total
