@@ -21,13 +21,14 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 
 #: Named sizes. ``iwslt`` is fairseq's ``transformer_iwslt_de_en`` (the paper's IWSLT'14 model);
-#: ``small`` fits the built-in number corpus on a CPU in minutes; ``tiny`` is for tests.
+#: ``small`` learns the built-in number corpus on one CPU core in about a minute and a half
+#: (BLEU ~80 after 6 epochs of 20k sentences); ``tiny`` is for tests.
 TRANSFORMER_SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(
         d_model=32, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=64
     ),
     "small": dict(
-        d_model=128, nhead=4, num_encoder_layers=3, num_decoder_layers=3, dim_feedforward=256
+        d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=256
     ),
     "iwslt": dict(
         d_model=512, nhead=4, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=1024
