@@ -1,0 +1,292 @@
+"""``report.md``: the study's answer, from its directory alone (so it can be regenerated).
+
+Every number is over seeds (mean, std, t confidence interval, n); comparisons are paired by
+seed against the declared baseline and Holm-corrected across the study's family of comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from . import stats
+from .config import EMERGENCE_INITS
+from .inits import DESCRIPTIONS
+from .study import FINISHED, StudyDir, atomic_write, typed_rows
+
+Row = dict[str, Any]
+
+
+def label(row: Row | dict[str, Any]) -> str:
+    """A configuration's init as text: ``emergence a=2 (xavier_uniform, pivot 0.25, no head)``."""
+    name = str(row["init"])
+    if name not in EMERGENCE_INITS:
+        return name
+    extra = []
+    if row.get("base") and row["base"] != "kaiming_normal":
+        extra.append(str(row["base"]))
+    if row.get("pivot") is not None and row["pivot"] != 0.5:
+        extra.append(f"pivot {row['pivot']:g}")
+    if row.get("head") is False:
+        extra.append("no head")
+    text = f"{name} α={row['alpha']:g}"
+    return f"{text} ({', '.join(extra)})" if extra else text
+
+
+def setting_label(row: Row) -> str:
+    return f"{row['dataset']} · {row['model']} · {row['optimizer']} lr={row['lr']:g}"
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    return f"{x:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "–"
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def _summary(s: stats.Summary, digits: int = 4) -> str:
+    if s.n == 0:
+        return "–"
+    if s.n == 1:
+        return f"{_num(s.mean, digits)} (n=1, no interval)"
+    interval = f"[{_num(s.low, digits)}, {_num(s.high, digits)}]"
+    return f"{_num(s.mean, digits)} ± {_num(s.std, digits)} {interval}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*lines, ""]
+
+
+def build_report(study: StudyDir, plots: list[str]) -> str:
+    cfg = study.load_config()
+    env_path = study.path / "environment.json"
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    all_rows = typed_rows(study.results_path)
+    rows = [r for r in all_rows if r["status"] in FINISHED]
+    conf = cfg["stats"]["confidence"]
+    pct = f"{conf * 100:g}%"
+    primary = cfg["stats"]["primary"]
+    baseline = cfg["stats"]["baseline"]
+    seeds = sorted({r["seed"] for r in rows})
+    out: list[str] = [f"# Study `{cfg['study']['name']}`", ""]
+    if cfg["study"]["description"]:
+        out += [cfg["study"]["description"].strip(), ""]
+    counts = {s: sum(r["status"] == s for r in all_rows) for s in ("ok", "diverged", "failed")}
+    translation = cfg["study"]["task"] == "translation"  # issue 5
+    batch = (
+        f"{cfg['translation']['max_tokens']} tokens" if translation else cfg["train"]["batch_size"]
+    )
+    diverged_rule = (
+        "- diverged runs score 0 (BLEU and chrF: the model translates nothing) so they weigh "
+        "in every mean."
+        if translation
+        else "- diverged runs keep the accuracy of the diverged model (non-finite outputs count "
+        "as wrong) so they weigh in every mean."
+    )
+    out += [
+        f"- task: {cfg['study']['task']}; datasets: {', '.join(cfg['data']['dataset'])}",
+        f"- runs in results.csv: {len(all_rows)} (ok {counts['ok']}, diverged "
+        f"{counts['diverged']}, failed {counts['failed']}); seeds: {seeds}",
+        f"- training: {cfg['train']['optimizer']}, {cfg['train']['epochs']} epoch(s), batch "
+        f"{batch}, schedule {cfg['train']['schedule']}; train subset "
+        f"{cfg['data']['train_size'] or 'all'}, validation {cfg['data']['val_size']}, test "
+        f"{cfg['data']['test_size'] or 'all'}",
+        f"- environment: torch {env.get('torch', '?')}, {env.get('cpu', '?')}, "
+        f"{env.get('workers', '?')} worker(s) x {env.get('torch_threads_per_worker', '?')} "
+        "thread(s)",
+        diverged_rule,
+        "",
+    ]
+    for notice in env.get("notices", []):
+        out += [f"> **{notice}**", ""]
+    if not rows:
+        out += ["No finished runs yet."]
+        return "\n".join(out) + "\n"
+
+    out += ["## Inits", ""]
+    for name in cfg["init"]["names"]:
+        out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
+    out.append("")
+
+    extra = ("val_bleu", "test_loss") if translation else ("val_acc_final", "test_loss")
+    metrics = [*primary, *[m for m in extra if m not in primary]]
+    out += [f"## Per configuration (mean ± std [{pct} CI] over seeds)", ""]
+    header = ["setting", "init", "n", *metrics, "log10 E init", "init s", "diverged"]
+    table = []
+    for _, members in stats.group(all_rows, stats.CONFIG).items():
+        ok = [r for r in members if r["status"] in FINISHED]
+        if not ok:
+            continue
+        first = ok[0]
+        cells = [setting_label(first), label(first), str(len(ok))]
+        cells += [
+            _summary(stats.summarize([r[m] for r in ok if r[m] is not None], conf)) for m in metrics
+        ]
+        e = stats.summarize([r["log10_e_init"] for r in ok if r["log10_e_init"] is not None], conf)
+        cells.append(_num(e.mean, 2))
+        cells.append(_num(stats.summarize([r["init_seconds"] for r in ok], conf).mean, 3))
+        cells.append(str(sum(r["status"] == "diverged" for r in ok)))
+        table.append(cells)
+    out += _table(header, table)
+
+    if baseline:
+        comps = stats.compare_to_baseline(rows, baseline, primary, conf)
+        out += [
+            f"## Paired differences vs `{baseline}`",
+            "",
+            f"Difference (init − {baseline}) on the same seed, {pct} t-interval, two-sided paired "
+            f"t-test; p (Holm) corrects across all {len(comps)} comparisons of this study.",
+            "",
+        ]
+        table = []
+        for c in comps:
+            row = dict(zip(stats.CONFIG, c.config, strict=True))
+            r = c.result
+            table.append([
+                setting_label(row), label(row), c.metric, str(r.n), _num(r.mean),
+                f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p), _p(c.p_holm),
+            ])  # fmt: skip
+        out += _table(
+            ["setting", "init", "metric", "n", "mean diff", pct + " CI", "t", "p", "p (Holm)"],
+            table,
+        )
+        out += _steps_section(cfg, rows, baseline)
+        out += _selection_section(cfg, rows, baseline)
+    if translation:
+        from .translation.report import translation_section
+
+        out += translation_section(study, rows)
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(out) + "\n"
+
+
+def _steps_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
+    targets = cfg["train"]["targets"]
+    if not targets:
+        return []
+    out = [
+        "## Steps to target test accuracy",
+        "",
+        "Steps until test accuracy first reached the target (read every "
+        f"{cfg['train']['eval_every'] or 'epoch'} step(s)); ratio = geometric mean over seeds "
+        f"where both reached of steps(init) / steps({baseline}); < 1 is faster.",
+        "",
+    ]
+    baselines = stats.group([r for r in rows if r["init"] == baseline], stats.SETTING)
+    table = []
+    for _, members in stats.group(rows, stats.CONFIG).items():
+        first = members[0]
+        base = baselines.get(stats.key_of(first, stats.SETTING), [])
+        for t in targets:
+            col = f"steps_to_{t:g}"
+            mine, theirs = stats.by_seed(members, col), stats.by_seed(base, col)
+            reached = [v for v in mine.values() if v is not None]
+            common = sorted(set(mine) & set(theirs))
+            ratio, n = stats.geometric_mean_ratio(
+                [mine[s] for s in common], [theirs[s] for s in common]
+            )
+            mean = math.fsum(reached) / len(reached) if reached else math.nan
+            table.append([
+                setting_label(first), label(first), f"{t:g}", f"{len(reached)}/{len(members)}",
+                _num(mean, 1), "–" if first["init"] == baseline else f"{_num(ratio, 3)} (n={n})",
+            ])  # fmt: skip
+    return out + _table(["setting", "init", "target", "reached", "mean steps", "ratio"], table)
+
+
+def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
+    conf = cfg["stats"]["confidence"]
+    chosen, held = stats.split_seeds([r["seed"] for r in rows], cfg["stats"]["select_seeds"])
+    if not held:
+        return ["## Best alpha", "", "Needs at least two seeds (one to choose, one to report).", ""]
+    metric = cfg["stats"]["select_metric"]
+    baselines = stats.group([r for r in rows if r["init"] == baseline], stats.SETTING)
+
+    def base_of(gkey: tuple[Any, ...]) -> list[Row]:
+        return baselines.get(gkey[: len(stats.SETTING)], [])
+
+    out: list[str] = []
+    emergence = [r for r in rows if r["init"] in EMERGENCE_INITS]
+    alphas = {r["alpha"] for r in emergence}
+    report_metrics = [m for m in cfg["stats"]["primary"] if m != metric] or [metric]
+    if emergence:
+        keys = (*stats.SETTING, "init", "base", "pivot", "head")
+        out += [
+            "## Best alpha, chosen on validation, reported on held-out seeds",
+            "",
+            f"alpha chosen per setting by mean {metric} on seeds {chosen} (from {sorted(alphas)});"
+            f" reported on held-out seeds {held} only, paired with {baseline} on those seeds.",
+            "",
+        ]
+        table = []
+        for m in report_metrics:
+            for sel in stats.select_best(
+                emergence, keys, "alpha", select_metric=metric, report_metric=m,
+                selection_seeds=chosen, held_out_seeds=held, baseline_rows=base_of,
+                confidence=conf,
+            ):  # fmt: skip
+                row = dict(zip(keys, sel.group, strict=True)) | {"alpha": sel.choice}
+                table.append(_selection_cells(row, m, sel))
+        out += _table(
+            [
+                "setting",
+                "chosen",
+                "metric",
+                "select score",
+                "held-out",
+                f"{baseline} held-out",
+                "diff [CI]",
+                "p (uncorrected)",
+            ],
+            table,
+        )
+    if len(cfg["train"]["lr"]) > 1:
+        keys = ("dataset", "model", "optimizer", *stats.INIT_KEYS)
+        table = []
+        for m in report_metrics:
+            for sel in stats.select_best(
+                rows, keys, "lr", select_metric=metric, report_metric=m,
+                selection_seeds=chosen, held_out_seeds=held, confidence=conf,
+            ):  # fmt: skip
+                row = dict(zip(keys, sel.group, strict=True)) | {"lr": sel.choice}
+                table.append(_selection_cells(row, m, sel)[:5])
+        out += [
+            "## Learning rate tuned per init (validation-chosen, held-out seeds)",
+            "",
+            f"lr chosen by mean {metric} on seeds {chosen}; reported on seeds {held}.",
+            "",
+            *_table(["setting", "chosen", "metric", "select score", "held-out"], table),
+        ]
+    return out
+
+
+def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> list[str]:
+    vs = sel.vs_baseline
+    return [
+        setting_label(row), label(row), metric, _num(sel.select_score), _summary(sel.held_out),
+        _summary(sel.baseline) if sel.baseline else "–",
+        f"{_num(vs.mean)} [{_num(vs.low)}, {_num(vs.high)}]" if vs else "–",
+        _p(vs.p) if vs else "–",
+    ]  # fmt: skip
+
+
+def write_report(path: Path) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report."""
+    from .plots import make_plots
+
+    study = StudyDir(path)
+    plots = make_plots(study)
+    report = path / "report.md"
+    atomic_write(report, build_report(study, plots))
+    return report

@@ -1,0 +1,383 @@
+"""A study on disk: grid expansion, stable run ids, atomic results and resume.
+
+Layout of a study directory::
+
+    config.toml         the resolved config (every default filled in)
+    environment.json    torch/numpy/python versions, threads, CPU, data notices
+    results.csv         one row per finished run, rewritten atomically after each run
+    runs/<run_id>/      config.json, metrics.jsonl (streamed), error.txt for a crashed run
+    report.md, plots/   written by :mod:`.report` and :mod:`.plots`
+
+A run id is a hash of the run's own resolved config, so it is stable across machines and
+studies; resuming skips every id already in ``results.csv`` with status ok or diverged.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from . import config as cfgmod
+from .data import dataset_shape, is_available
+from .translation.schema import data_table as translation_data_table
+
+FINISHED = ("ok", "diverged")
+RESERVED = ("bleu", "bleu_tok", "chrf", "val_bleu")  # translation metrics (issue 5)
+
+
+def fill_spec(template: str, shape: tuple[int, int, int], classes: int) -> str:
+    """Fill ``{features}``, ``{shape}`` and ``{classes}`` in a model spec from the dataset."""
+    c, h, w = shape
+    return (
+        template.replace("{features}", str(c * h * w))
+        .replace("{shape}", f"{c}x{h}x{w}")
+        .replace("{classes}", str(classes))
+    )
+
+
+def resolve_datasets(
+    cfg: dict[str, Any], data_dir: Path | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Replace missing file datasets by ``data.fallback`` (with a notice), or fail clearly."""
+    from .data import DataFileError, idx
+    from .data import cifar10 as cifar
+
+    if cfg["study"]["task"] == "translation":  # reads users' parallel files now, not per run
+        from .translation.schema import preflight
+
+        return preflight(cfg, data_dir), []
+    out = json.loads(json.dumps(cfg))
+    notices: list[str] = []
+    datasets: list[str] = []
+    for name in cfg["data"]["dataset"]:
+        if is_available(name, data_dir):
+            datasets.append(name)
+            continue
+        how = idx.HOW_TO_GET if name == "fashion-mnist" else cifar.HOW_TO_GET
+        fallback = cfg["data"]["fallback"]
+        if not fallback:
+            raise DataFileError(f"dataset {name!r} not found; {how}")
+        notices.append(
+            f"NOTICE: {name} data not found ({data_dir or 'default location'}); this study "
+            f"uses {fallback} instead. To run on {name}: {how}."
+        )
+        if fallback not in datasets:
+            datasets.append(fallback)
+        notices += _fit_sizes(out["data"], fallback, data_dir)
+    out["data"]["dataset"] = datasets
+    return out, notices
+
+
+def _fit_sizes(data: dict[str, Any], name: str, data_dir: Path | None) -> list[str]:
+    """Shrink subset sizes meant for the replaced dataset to what the fallback holds."""
+    from .data import pool_sizes
+
+    train_pool, test_pool = pool_sizes(name, data, data_dir)
+    if data["val_size"] + data["train_size"] < train_pool and data["test_size"] <= test_pool:
+        return []
+    data["val_size"] = min(data["val_size"], train_pool // 4)
+    data["train_size"] = min(data["train_size"], train_pool - data["val_size"])
+    data["test_size"] = min(data["test_size"], test_pool)
+    return [
+        f"NOTICE: subset sizes shrunk to fit {name}: train_size {data['train_size']}, val_size "
+        f"{data['val_size']}, test_size {data['test_size']} (0 = all)."
+    ]
+
+
+def _data_table(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    data = {k: cfg["data"][k] for k in ("train_size", "val_size", "test_size", "seed")}
+    data["dataset"] = name
+    if name == "synthetic":
+        data["synthetic"] = dict(cfg["data"]["synthetic"])
+    return data
+
+
+def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    init = cfg["init"]
+    if name in cfgmod.EMERGENCE_INITS:
+        return [
+            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"]}
+            for a, p, h, b in itertools.product(
+                init["alpha"], init["pivot"], init["head"], init["base"]
+            )
+        ]
+    if name == "lsuv":
+        return [{"name": name, "lsuv": dict(init["lsuv"])}]
+    if name == "gradinit":
+        return [{"name": name, "gradinit": dict(init["gradinit"])}]
+    return [{"name": name}]
+
+
+def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every run of the study, as self-contained run configs, in a stable order.
+
+    Emergence-only axes (alpha, pivot, head, base) multiply only the emergence inits; each
+    baseline runs once per (dataset, model, lr, seed).
+    """
+    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
+    if train["optimizer"] == "adam":
+        train.pop("nesterov")
+        train.pop("momentum")
+    translation = cfg["study"]["task"] == "translation"
+    runs = []
+    for dataset in cfg["data"]["dataset"]:
+        if translation:  # vocabulary sizes come from the tokenizers, at run time
+            data_table = translation_data_table(cfg, dataset)
+        else:
+            shape, classes = dataset_shape(dataset, cfg["data"])
+            data_table = _data_table(cfg, dataset)
+        for template in cfg["model"]["spec"]:
+            spec = template if translation else fill_spec(template, shape, classes)
+            for lr in cfg["train"]["lr"]:
+                for init_name in cfg["init"]["names"]:
+                    for init in _init_tables(cfg, init_name):
+                        for seed in cfg["train"]["seeds"]:
+                            run = {
+                                "task": cfg["study"]["task"],
+                                "data": data_table,
+                                "model": spec,
+                                "init": init,
+                                "train": {**train, "lr": lr},
+                                "measure": dict(cfg["measure"]),
+                                "seed": seed,
+                            }
+                            if translation:
+                                run["translation"] = dict(cfg["translation"])
+                            run["run_id"] = run_id(run)
+                            runs.append(run)
+    return runs
+
+
+def check_runs(runs: list[dict[str, Any]], data_dir: Path | None) -> None:
+    """Problems every run would hit, raised before anything runs: bad model specs, subsets
+    larger than the data."""
+    import torch
+
+    from ..models import build_model
+    from .data import pool_sizes
+
+    seen: set[str] = set()
+    for run in runs:
+        key = json.dumps([run["model"], run["data"]], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with torch.device("meta"):  # builds the structure without allocating weights
+                build_model(run["model"])
+        except ConfigError as exc:
+            raise ConfigError(f"model.spec: {exc}") from None
+        if run["task"] == "translation":  # corpus sizes are checked by the translation task
+            continue
+        data = run["data"]
+        train_pool, test_pool = pool_sizes(data["dataset"], data, data_dir)
+        if data["val_size"] + data["train_size"] > train_pool - (data["train_size"] == 0):
+            raise ConfigError(
+                f"data.train_size + data.val_size: {data['train_size']} + {data['val_size']} "
+                f"exceed the {train_pool} training examples of {data['dataset']}"
+            )
+        if data["test_size"] > test_pool:
+            raise ConfigError(
+                f"data.test_size: {data['test_size']} exceeds the {test_pool} test examples "
+                f"of {data['dataset']}"
+            )
+
+
+def run_id(run: dict[str, Any]) -> str:
+    """A stable 12-hex-digit hash of a run's resolved config (``run_id`` itself excluded)."""
+    body = {k: v for k, v in run.items() if k != "run_id"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def columns(cfg: dict[str, Any]) -> list[str]:
+    """``results.csv`` columns; empty cells where an axis or metric does not apply."""
+    targets = [f"steps_to_{t:g}" for t in cfg["train"]["targets"]]
+    return [
+        "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot",
+        "head", "optimizer", "lr", "seed", "epochs",
+        "val_acc_epoch1", "test_acc_epoch1", "val_acc_final", "test_acc_final", "test_loss",
+        "train_loss_final", "steps", *targets, "log10_e_init", "log10_e_final",
+        "init_seconds", "train_seconds", "wall_seconds", *RESERVED, "error",
+    ]  # fmt: skip
+
+
+def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The ``results.csv`` row of a run: its axes plus its metric summary."""
+    init = run["init"]
+    row: dict[str, Any] = {
+        "run_id": run["run_id"],
+        "task": run["task"],
+        "dataset": run["data"]["dataset"],
+        "model": run["model"],
+        "init": init["name"],
+        "base": init.get("base", ""),
+        "alpha": init.get("alpha", ""),
+        "pivot": init.get("pivot", ""),
+        "head": init.get("head", ""),
+        "optimizer": run["train"]["optimizer"],
+        "lr": run["train"]["lr"],
+        "seed": run["seed"],
+        "epochs": run["train"]["epochs"],
+    }
+    row.update(summary)
+    return row
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder and ``os.replace``: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(path: Path, rows: Iterable[dict[str, Any]], cols: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _cell(row.get(c)) for c in cols})
+    atomic_write(path, buf.getvalue())
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def environment(
+    workers: int, threads: int, data_dir: Path | None, notices: list[str]
+) -> dict[str, Any]:
+    import numpy
+    import torch
+
+    from .. import __version__
+
+    return {
+        "emergeinit": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "workers": workers,
+        "torch_threads_per_worker": threads,
+        "cuda": torch.cuda.is_available(),
+        "data_dir": str(data_dir) if data_dir else "",
+        "notices": notices,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class StudyDir:
+    """The study directory: resolved config, environment, results and per-run folders."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config_path = path / "config.toml"
+        self.results_path = path / "results.csv"
+
+    def run_dir(self, rid: str) -> Path:
+        return self.path / "runs" / rid
+
+    def load_config(self) -> dict[str, Any]:
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.path} is not a study directory (no config.toml)")
+        return cfgmod.resolve(cfgmod.load_file(self.config_path))
+
+    def claim(self, cfg: dict[str, Any]) -> None:
+        """Write ``cfg`` here, or check it equals the config already here (resume)."""
+        if self.config_path.is_file():
+            old = cfgmod.load_file(self.config_path)
+            differ = cfgmod.diff_keys(old, cfg)
+            if differ:
+                raise ConfigError(
+                    f"{self.path} holds a study with a different config (keys that differ: "
+                    f"{', '.join(differ)}); choose another --out or run the same config to resume"
+                )
+            return
+        if self.path.exists() and any(self.path.iterdir()):
+            raise ConfigError(
+                f"{self.path} exists and is not a study directory; choose another --out"
+            )
+        import tomli_w
+
+        atomic_write(self.config_path, tomli_w.dumps(cfg))
+
+    def finished_rows(self) -> dict[str, dict[str, str]]:
+        return {r["run_id"]: r for r in read_results(self.results_path) if r["status"] in FINISHED}
+
+
+_INT_COLUMNS = ("seed", "epochs", "steps")
+_TEXT_COLUMNS = (
+    "run_id",
+    "status",
+    "task",
+    "dataset",
+    "model",
+    "init",
+    "base",
+    "optimizer",
+    "error",
+)
+
+
+def typed_rows(path: Path) -> list[dict[str, Any]]:
+    """``results.csv`` rows with numbers as numbers and empty cells as ``None``."""
+    out = []
+    for raw in read_results(path):
+        row: dict[str, Any] = {}
+        for key, text in raw.items():
+            if key in _TEXT_COLUMNS:
+                row[key] = text
+            elif text == "":
+                row[key] = None
+            elif key == "head":
+                row[key] = text == "true"
+            elif key in _INT_COLUMNS:
+                row[key] = int(text)
+            else:
+                row[key] = float(text)
+        out.append(row)
+    return out
