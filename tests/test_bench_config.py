@@ -10,6 +10,7 @@ from emergeinit.errors import ConfigError
 
 EXPECTED_PRESETS = {
     "smoke", "default", "paper-mlp", "paper-cnn", "cifar-cnn", "lr-sweep", "pivot-ablation",
+    "results-mlp", "results-cnn", "results-lr", "results-pivot",
 }  # fmt: skip
 
 

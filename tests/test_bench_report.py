@@ -52,6 +52,8 @@ def test_report_sections(study: Path) -> None:
         "## Steps to target test accuracy",
         "## Best alpha, chosen on validation, reported on held-out seeds",
         "## Learning rate tuned per init",
+        "kaiming at its best lr, held-out",
+        "## Does emergence at init predict accuracy?",
         "## Plots",
     ):
         assert heading in report, heading

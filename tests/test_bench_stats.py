@@ -106,3 +106,74 @@ def test_comparisons_pair_by_seed_and_holm_correct_the_family() -> None:
     assert by_alpha[1.2].result.mean == pytest.approx(0.02 + 0.001 / 3)
     raw = [c.result.p for c in comps]
     assert [c.p_holm for c in comps] == pytest.approx(stats.holm(raw))
+
+
+def test_spearman_rho_and_fisher_interval_by_hand() -> None:
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    y = [2.0, 1.0, 4.0, 3.0, 7.0, 5.0, 6.0]
+    c = stats.spearman(x, y)
+    # d = -1, 1, -1, 1, -2, 1, 1: sum d^2 = 10; rho = 1 - 6 * 10 / (7 * 48) = 23/28.
+    assert c.n == 7 and c.rho == pytest.approx(23 / 28)
+    ref = sps.spearmanr(x, y)
+    assert c.rho == pytest.approx(ref.statistic) and c.p == pytest.approx(ref.pvalue)
+    z, se = math.atanh(23 / 28), math.sqrt(1.06 / 4)
+    assert c.fisher_low == pytest.approx(math.tanh(z - 1.959964 * se), abs=1e-6)
+    assert c.fisher_high == pytest.approx(math.tanh(z + 1.959964 * se), abs=1e-6)
+    assert c.boot_low <= c.rho <= c.boot_high <= 1.0
+    assert stats.spearman(x, y) == c  # the bootstrap is seeded
+
+
+def test_spearman_ties_missing_values_and_degenerate_input() -> None:
+    x = [1.0, 1.0, 2.0, 3.0, math.nan, 4.0]
+    y = [0.5, 0.7, 0.6, 0.9, 0.1, None]
+    c = stats.spearman(x, y)  # type: ignore[arg-type]
+    assert c.n == 4
+    assert c.rho == pytest.approx(sps.spearmanr([1, 1, 2, 3], [0.5, 0.7, 0.6, 0.9]).statistic)
+    assert math.isnan(stats.spearman([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0]).rho)
+    assert math.isnan(stats.spearman([1.0, 2.0], [1.0, 2.0]).rho)
+    perfect = stats.spearman([1.0, 2.0, 3.0, 4.0, 5.0], [10.0, 20.0, 30.0, 40.0, 50.0])
+    assert perfect.rho == pytest.approx(1.0) and perfect.fisher_low == pytest.approx(1.0)
+
+
+def _lr_row(init: str, lr: float, seed: int, val: float, test: float) -> dict:
+    return _row(init, None, seed, val, test) | {"lr": lr}
+
+
+def test_each_init_at_its_best_lr_is_paired_with_the_baseline_at_its_own() -> None:
+    rows = []
+    for seed in range(4):
+        # kaiming is best at lr 0.1 on validation; emergence at lr 0.3.
+        rows.append(_lr_row("kaiming", 0.1, seed, 0.8, 0.60 + 0.01 * seed))
+        rows.append(_lr_row("kaiming", 0.3, seed, 0.7, 0.10))
+        rows.append(_lr_row("emergence", 0.1, seed, 0.7, 0.20))
+        rows.append(_lr_row("emergence", 0.3, seed, 0.9, 0.65 + 0.02 * seed))
+    keys = ("dataset", "model", "optimizer", *stats.INIT_KEYS)
+    sels = stats.select_best_vs_baseline(
+        rows, keys, "lr", "kaiming", pair_keys=("dataset", "model", "optimizer"),
+        select_metric="val_acc_final", report_metric="test_acc_final",
+        selection_seeds=[0, 1], held_out_seeds=[2, 3],
+    )  # fmt: skip
+    by_init = {s.group[keys.index("init")]: s for s in sels}
+    base, em = by_init["kaiming"], by_init["emergence"]
+    assert base.choice == 0.1 and base.vs_baseline is None and base.baseline_choice == 0.1
+    assert em.choice == 0.3 and em.baseline_choice == 0.1
+    assert em.held_out.mean == pytest.approx(0.70)  # seeds 2, 3: 0.69, 0.71
+    assert em.baseline is not None and em.baseline.mean == pytest.approx(0.625)
+    assert em.vs_baseline is not None and em.vs_baseline.n == 2
+    # diffs 0.69 - 0.62, 0.71 - 0.63: mean 0.075
+    assert em.vs_baseline.mean == pytest.approx(0.075)
+    with pytest.raises(ValueError, match="group_keys"):
+        stats.select_best_vs_baseline(
+            rows, ("dataset",), "lr", "kaiming", pair_keys=("model",),
+            select_metric="val_acc_final", report_metric="test_acc_final",
+            selection_seeds=[0], held_out_seeds=[1],
+        )  # fmt: skip
+
+
+def test_ratio_interval_is_the_exponentiated_t_interval_of_log_ratios() -> None:
+    r = stats.ratio_interval([10, 20, 40, None], [20, 20, 20, 30])
+    # log ratios: -ln 2, 0, ln 2 -> mean 0, sd ln 2, half-width t_{.975,2} * ln 2 / sqrt(3).
+    half = 4.3026527 * math.log(2) / math.sqrt(3)
+    assert r.n == 3 and r.mean == pytest.approx(1.0)
+    assert r.low == pytest.approx(math.exp(-half)) and r.high == pytest.approx(math.exp(half))
+    assert math.isnan(stats.ratio_interval([5], [10]).low)

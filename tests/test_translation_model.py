@@ -159,3 +159,18 @@ def test_sizes_and_errors() -> None:
     model = tiny(max_len=8)
     with pytest.raises(ConfigError, match="max_len"):
         model(tokens(1, 9, 23, 1), tokens(1, 3, 29, 2))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_emergence_units_are_encoder_then_decoder_blocks(tie: bool) -> None:
+    from emergeinit import emergence_init_
+
+    model = tiny(tie_embeddings=tie)
+    embedding = model.tgt_embed.weight.detach().clone()
+    report = emergence_init_(model, 2.0, base="xavier_uniform",
+                             example_input=(tokens(2, 5, 23, 1), tokens(2, 4, 29, 2)))
+    names = [u.name for u in report.units]
+    blocks = ["encoder_layers.0", "encoder_layers.1", "decoder_layers.0", "decoder_layers.1"]
+    # A tied output projection belongs to the embedding, which is never a unit or re-drawn.
+    assert names == (blocks if tie else [*blocks, "output"])
+    assert torch.equal(model.tgt_embed.weight, embedding)

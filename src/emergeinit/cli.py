@@ -105,8 +105,9 @@ def bench(
     target: Annotated[
         str | None,
         typer.Argument(
-            help="A preset (smoke, default, paper-mlp, paper-cnn, cifar-cnn, lr-sweep, "
-            "pivot-ablation) or a study FILE.toml. Default: the 'default' preset."
+            help="A preset (smoke, default, results-mlp, results-cnn, results-lr, "
+            "results-pivot, paper-mlp, paper-cnn, cifar-cnn, lr-sweep, pivot-ablation, "
+            "translation, ...) or a study FILE.toml. Default: the 'default' preset."
         ),
     ] = None,
     out: Annotated[
@@ -143,6 +144,46 @@ def bench(
             "cifar-10-batches-py); default: Debian's location / $EMERGEINIT_DATA_DIR.",
         ),
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Run the study at full size: apply its [full] table of dotted-key overrides "
+            "(the results-* presets have one); --set applies after it.",
+        ),
+    ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="auto, cpu or cuda (auto = cuda when available); sets train.device.",
+        ),
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="local (this process / --workers processes) or ray (one Ray task per run).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join (e.g. auto, or ray://HOST:10001); default: "
+            "$RAY_ADDRESS or a new local Ray instance.",
+        ),
+    ] = None,
+    cpus_per_run: Annotated[
+        float, typer.Option("--cpus-per-run", help="Ray: CPUs each run reserves (its threads).")
+    ] = 1.0,
+    gpus_per_run: Annotated[
+        float, typer.Option("--gpus-per-run", help="Ray: GPUs each run reserves (fractions ok).")
+    ] = 0.0,
+    max_retries: Annotated[
+        int,
+        typer.Option("--max-retries", help="Ray: retries of a failed run before it is recorded."),
+    ] = 2,
 ) -> None:
     """Run (or resume) a benchmark study and write its report."""
     from pathlib import Path
@@ -156,6 +197,13 @@ def bench(
         workers,
         quiet,
         Path(data_dir) if data_dir else None,
+        full,
+        device=device,
+        executor=executor,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        max_retries=max_retries,
     )
     raise typer.Exit(code)
 

@@ -17,7 +17,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import config as cfgmod
-from .executors import Callbacks, auto_workers, make_executor, threads_per_worker
+from .checkpoint import remove_stale_temps
+from .executors import (
+    Callbacks,
+    Executor,
+    RayExecutor,
+    auto_workers,
+    make_executor,
+    threads_per_worker,
+)
 from .study import (
     StudyDir,
     atomic_write,
@@ -47,6 +55,15 @@ def _run_text(run: dict[str, Any]) -> str:
     return f"{run['model']} {shown} lr={run['train']['lr']:g} seed={run['seed']}"
 
 
+def device_override(device: str | None) -> list[str]:
+    """``--device`` as the ``--set`` it stands for (the device is part of each run's config)."""
+    if device is None:
+        return []
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return [f'train.device="{device}"']
+
+
 def run_bench(
     target: str | None = None,
     out: Path | None = None,
@@ -54,12 +71,33 @@ def run_bench(
     workers: int = 0,
     quiet: bool = False,
     data_dir: Path | None = None,
+    full: bool = False,
+    *,
+    device: str | None = None,
+    executor: str | Executor = "local",
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    max_retries: int = 2,
 ) -> int:
-    """Run (or resume) a study; print the study directory last. Returns the exit status."""
+    """Run (or resume) a study; print the study directory last. Returns the exit status.
+
+    ``full`` applies the study's ``[full]`` table (the full-size run) before ``set_``.
+    ``device`` overrides ``train.device``. ``executor``: ``"local"`` (this process or a pool of
+    ``workers``), ``"ray"`` (one Ray task per run at ``address`` with ``cpus_per_run`` /
+    ``gpus_per_run``, retried ``max_retries`` times), or an executor object (the DDP driver's).
+    """
     try:
         if workers < 0:
             raise ConfigError(f"--workers must be >= 0 (0 = one per core), got {workers}")
-        cfg = cfgmod.load(target, set_ or [])
+        if isinstance(executor, str) and executor not in ("local", "ray"):
+            raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+        if address is not None and executor != "ray":
+            raise ConfigError("--address is the Ray cluster's address: add --executor ray")
+        runner: Executor | None = None if isinstance(executor, str) else executor
+        if executor == "ray":
+            runner = RayExecutor(address, cpus_per_run, gpus_per_run, max_retries, quiet)
+        cfg = cfgmod.load(target, [*(set_ or []), *device_override(device)], full=full)
         if data_dir is None and os.environ.get(DATA_DIR_ENV):
             data_dir = Path(os.environ[DATA_DIR_ENV])
         cfg, notices = resolve_datasets(cfg, data_dir)
@@ -73,10 +111,29 @@ def run_bench(
     except ConfigError as exc:
         _error(str(exc))
         return 2
+    with study.lock() as mine:
+        if not mine:
+            _error(f"another 'emergeinit bench' is running on {study.path}; wait for it to end")
+            return 2
+        return _drive(cfg, runs, study, notices, workers, quiet, data_dir, runner)
+
+
+def _drive(
+    cfg: dict[str, Any],
+    runs: list[dict[str, Any]],
+    study: StudyDir,
+    notices: list[str],
+    workers: int,
+    quiet: bool,
+    data_dir: Path | None,
+    runner: Executor | None,
+) -> int:
+    """The study loop, run while holding the study's lock (it alone writes results.csv)."""
     if not quiet:
         for notice in notices:
             print(notice, file=sys.stderr)
 
+    remove_stale_temps(study.path, "results.csv")
     done = study.finished_rows()
     todo = [r for r in runs if r["run_id"] not in done]
     rows: dict[str, dict[str, Any]] = dict(done)
@@ -85,6 +142,7 @@ def run_bench(
         workers = auto_workers(len(todo))
     threads = threads_per_worker(workers) if workers > 1 else 0
     env = environment(workers, threads or _torch_threads(), data_dir, notices)
+    env["executor"] = type(runner).__name__ if runner is not None else "local"
     atomic_write(study.path / "environment.json", json.dumps(env, indent=2))
     if not quiet:
         print(
@@ -118,7 +176,7 @@ def run_bench(
                 on_progress=progress.advance,
                 on_done=on_done,
             )
-            make_executor(workers).execute(todo, study.run_dir, data_dir, callbacks)
+            (runner or make_executor(workers)).execute(todo, study.run_dir, data_dir, callbacks)
     except KeyboardInterrupt:
         _error(f"interrupted; finished runs are saved, rerun with --out {study.path} to resume")
         return 130

@@ -165,6 +165,12 @@ SCHEMA: dict[str, Any] = {
         "eval_batch_size": Field("int", 1000, low=1),
         "targets": Field("float_list", [], check=_fraction, doc="test accuracies to time"),
         "device": Field("str", "cpu", choices=("cpu", "cuda", "auto")),
+        "autocast": Field(
+            "str", "none", choices=("none", "bf16"), doc="bf16 autocast of the forward (GPU)"
+        ),
+        "checkpoint_every": Field(
+            "int", 200, low=0, doc="checkpoint interval (steps); 0 = only at the end"
+        ),
     },
     "measure": {
         "enabled": Field("bool", True, doc="log10 E at init (needs emergeinit.measure)"),
@@ -287,9 +293,11 @@ def _coerce(key: str, field: Field, value: Any) -> Any:
 def _unknown(key: str, known: Mapping[str, Any]) -> ConfigError:
     leaf = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(leaf, list(known), n=1)
-    hint = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?)"
+    hint = ""
+    if close:  # (no close match used to raise IndexError here)
+        hint = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?)"
     known_list = ", ".join(sorted(known))
-    return ConfigError(f"unknown key {key!r}{hint if close else ''}; known here: {known_list}")
+    return ConfigError(f"unknown key {key!r}{hint}; known here: {known_list}")
 
 
 def _resolve(raw: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -334,6 +342,8 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
             )
     if cfg["data"]["fallback"] in cfg["data"]["dataset"]:
         raise ConfigError("data.fallback: must differ from the datasets it replaces")
+    if cfg["study"]["task"] == "translation" and cfg["train"]["autocast"] != "none":
+        raise ConfigError('train.autocast: translation runs support only "none" so far')
     from .translation.schema import check_config as check_translation
 
     check_translation(cfg)
@@ -344,8 +354,19 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` naming the first offending dotted key.
     """
+    raw = dict(raw)
+    table = raw.pop(FULL, None)
     cfg = _resolve(raw, SCHEMA, "")
     _cross_checks(cfg)
+    if table is not None:
+        # The [full] table is validated (keys, values and the cross checks of the config it
+        # would give) whether or not --full applies it, and never kept in the resolved config.
+        try:
+            _cross_checks(_resolve(apply_full(raw, full_table(table)), SCHEMA, ""))
+        except ConfigError as exc:
+            if str(exc).startswith(f"{FULL}."):
+                raise
+            raise ConfigError(f"{FULL}: with the [full] overrides applied: {exc}") from None
     return cfg
 
 
@@ -402,24 +423,93 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), parsed
 
 
+def _set_path(out: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    node: dict[str, Any] = out
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what} {'.'.join(path)}: {'.'.join(path[: i + 1])} is a value")
+        node = child
+    node[path[-1]] = copy.deepcopy(value)
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``--set`` applied; keys are checked by :func:`resolve`."""
     out = copy.deepcopy(dict(raw))
     for text in overrides:
         path, value = parse_override(text)
-        node: dict[str, Any] = out
-        for i, part in enumerate(path[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: {'.'.join(path[: i + 1])} is a value")
-            node = child
-        node[path[-1]] = value
+        _set_path(out, path, value, "--set")
     return out
 
 
-def load(target: str | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Load a preset or file, apply overrides and validate: the resolved config."""
-    return resolve(apply_overrides(load_target(target), overrides or []))
+# --- the [full] table: the preset at full size ------------------------------------------------
+
+FULL = "full"
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def full_table(table: Any) -> dict[str, Any]:
+    """The ``[full]`` table of a study as ``{dotted key: value}``, every entry validated.
+
+    Keys are dotted config keys, quoted (``"train.epochs" = 10``) or as nested tables
+    (``[full.train]``); each must name a key of the schema (not a table) and its value must
+    pass that key's checks, exactly as a ``--set`` of the same key would.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError(
+            f'{FULL}: expected a table of dotted keys, e.g. "train.epochs" = 10; got {table!r}'
+        )
+    flat = _flatten(table)
+    for key, value in flat.items():
+        node: Any = SCHEMA
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict):
+                raise ConfigError(f"{FULL}.{key}: {'.'.join(parts[:i])} is a value, not a table")
+            if part not in node:
+                raise _unknown(f"{FULL}.{'.'.join(parts[: i + 1])}", node)
+            node = node[part]
+        if isinstance(node, dict):
+            raise ConfigError(f"{FULL}.{key}: is a table; name one of its keys: {', '.join(node)}")
+        try:
+            _coerce(key, node, value)
+        except ConfigError as exc:  # the message starts with the key: name the table too
+            raise ConfigError(f"{FULL}.{exc}") from None
+    return flat
+
+
+def apply_full(raw: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``raw`` (without its ``[full]`` table) with the full-size overrides applied."""
+    out = copy.deepcopy({k: v for k, v in raw.items() if k != FULL})
+    for key, value in flat.items():
+        _set_path(out, key.split("."), value, "--full")
+    return out
+
+
+def load(
+    target: str | None, overrides: list[str] | None = None, *, full: bool = False
+) -> dict[str, Any]:
+    """Load a preset or file, apply its ``[full]`` table (with ``full``), then the ``--set``
+    overrides, and validate: the resolved config."""
+    raw = load_target(target)
+    if full:
+        if FULL not in raw:
+            raise ConfigError(
+                f"--full: study {target or 'default'!r} has no [full] table; presets with one: "
+                + ", ".join(n for n in preset_names() if FULL in load_preset(n))
+            )
+        raw = apply_full(raw, full_table(raw[FULL]))
+    return resolve(apply_overrides(raw, overrides or []))
 
 
 def diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -1,7 +1,8 @@
-"""Where runs execute: in this process, or in a pool of worker processes.
+"""Where runs execute: in this process, in a pool of worker processes, or on a Ray cluster.
 
-Both call :func:`.runner.execute_run` and report through the same three callbacks, so the study
-loop (results, progress) does not know which one it drives. Each pool worker pins its torch
+All call :func:`.runner.execute_run` and report through the same three callbacks, so the study
+loop (results, progress) does not know which one it drives; the driver alone writes
+``results.csv``, workers write only their runs' folders. Each pool worker pins its torch
 thread count, so N workers x T threads never oversubscribe the cores (and results do not depend
 on how many runs happen to share the machine).
 """
@@ -10,15 +11,20 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import multiprocessing as mp
+import os
 import queue
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from ..errors import ConfigError
 from .runner import execute_run
 
 OnStart = Callable[[dict[str, Any]], None]
@@ -34,8 +40,6 @@ class Callbacks:
 
 
 def threads_per_worker(workers: int) -> int:
-    import os
-
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
@@ -68,15 +72,35 @@ class LocalExecutor:
             torch.set_num_threads(previous)
 
 
-def _init_worker(threads: int) -> None:
+_messages: Any = None  # the pool worker's queue back to the driver (set by _init_worker)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies (even by SIGKILL), so a
+    killed study leaves no orphan still writing a run that its rerun will resume."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int, messages: Any) -> None:
+    global _messages
+    _die_with_parent()
+    _messages = messages
     torch.set_num_threads(threads)
     # Inter-op threads are irrelevant for these eager models but would add idle threads.
     with contextlib.suppress(RuntimeError):  # already set in this process
         torch.set_num_interop_threads(1)
 
 
-def _work(run: dict[str, Any], path: Path, data_dir: Path | None, messages: Any) -> dict[str, Any]:
+def _work(run: dict[str, Any], path: Path, data_dir: Path | None) -> dict[str, Any]:
     rid = run["run_id"]
+    messages = _messages
     messages.put(("start", rid, 0, 0))
     return execute_run(run, path, data_dir, lambda s, t: messages.put(("progress", rid, s, t)))
 
@@ -98,19 +122,16 @@ class PoolExecutor:
         by_id = {r["run_id"]: r for r in runs}
         # spawn, not fork: forking a process that has started torch's thread pools can hang.
         ctx = mp.get_context("spawn")
-        with (
-            ctx.Manager() as manager,
-            cf.ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=(self.threads,),
-            ) as pool,
-        ):
-            messages = manager.Queue()
-            pending = {
-                pool.submit(_work, r, run_dir(r["run_id"]), data_dir, messages): r for r in runs
-            }
+        # A plain queue handed to each worker at start-up (no manager process, which would
+        # outlive a killed driver).
+        messages = ctx.Queue()
+        with cf.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self.threads, messages),
+        ) as pool:
+            pending = {pool.submit(_work, r, run_dir(r["run_id"]), data_dir): r for r in runs}
             while pending:
                 done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 self._drain(messages, by_id, cb)
@@ -143,9 +164,137 @@ def auto_workers(num_runs: int) -> int:
     process, and single threads do not collapse when other jobs share the cores (measured:
     2 threads on 2 busy cores ran a 6-layer MLP step 5x slower than 1 thread).
     """
-    import os
-
     return max(1, min(os.cpu_count() or 1, num_runs))
+
+
+class RayUnavailableError(ConfigError):
+    """``--executor ray`` without Ray installed."""
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(
+            "--executor ray needs Ray, which is not installed: pip install 'emergeinit[ray]'"
+        ) from None
+    return ray
+
+
+class RunFailedError(RuntimeError):
+    """Raised inside a Ray task for a failed run, so that Ray's task retries apply to it."""
+
+
+def _ray_task(run: dict[str, Any], path: str, data_dir: str | None, threads: int) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    summary = execute_run(run, Path(path), Path(data_dir) if data_dir else None)
+    if summary["status"] == "failed":
+        raise RunFailedError(summary["error"])
+    return summary
+
+
+def _ray_error(exc: BaseException) -> str:
+    """The root cause of a Ray failure in one line (Ray wraps it with a remote traceback)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RunFailedError):
+        return str(cause)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"
+
+
+class RayExecutor:
+    """Each run is a Ray task with declared resources, retried up to ``max_retries`` times.
+
+    Connects to the cluster at ``address`` (``"auto"`` = the one ``ray start`` set up on this
+    machine; ``None`` = ``$RAY_ADDRESS`` or a new local instance, stopped afterwards). Tasks
+    write their run folders themselves, so on a cluster the study directory must be on a
+    filesystem every node mounts at the same path; results come back to the driver, which
+    writes ``results.csv`` as each task ends. A run that fails (an exception, or its worker
+    or node dying) is retried, resuming from its last checkpoint; after the last retry its row
+    says ``failed`` with the error.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        max_retries: int = 2,
+        quiet: bool = False,
+    ) -> None:
+        if num_cpus <= 0 or num_gpus < 0 or max_retries < 0:
+            raise ConfigError(
+                "--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0; got "
+                f"{num_cpus}, {num_gpus}, {max_retries}"
+            )
+        self.ray = _import_ray()
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.max_retries = max_retries
+        self.quiet = quiet
+
+    def execute(
+        self,
+        runs: Sequence[dict[str, Any]],
+        run_dir: Callable[[str], Path],
+        data_dir: Path | None,
+        cb: Callbacks,
+    ) -> None:
+        import logging
+
+        ray = self.ray
+        started = False
+        if not ray.is_initialized():
+            options: dict[str, Any] = {
+                "logging_level": logging.WARNING if self.quiet else logging.INFO,
+                "log_to_driver": not self.quiet,
+            }
+            if self.address is None:  # a local instance of our own: no dashboard to serve
+                options["include_dashboard"] = False
+            ray.init(address=self.address, **options)
+            started = True
+        try:
+            task = ray.remote(_ray_task).options(
+                num_cpus=self.num_cpus,
+                num_gpus=self.num_gpus,
+                max_retries=self.max_retries,
+                retry_exceptions=True,
+            )
+            threads = max(1, int(self.num_cpus))
+            folder = str(data_dir.resolve()) if data_dir else None
+            pending = {
+                task.remote(r, str(run_dir(r["run_id"]).resolve()), folder, threads): r
+                for r in runs
+            }
+            try:
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                    for ref in done:
+                        run = pending.pop(ref)
+                        try:
+                            summary = ray.get(ref)
+                        except Exception as exc:  # retries used up: the run is a failed row
+                            summary = {"status": "failed", "error": _ray_error(exc)}
+                        cb.on_done(run, summary)
+            finally:
+                for ref in pending:  # interrupted: do not leave tasks running on the cluster
+                    ray.cancel(ref, force=True)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+class Executor(Protocol):
+    def execute(
+        self,
+        runs: Sequence[dict[str, Any]],
+        run_dir: Callable[[str], Path],
+        data_dir: Path | None,
+        cb: Callbacks,
+    ) -> None: ...
 
 
 def make_executor(workers: int) -> LocalExecutor | PoolExecutor:

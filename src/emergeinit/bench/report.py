@@ -163,6 +163,8 @@ def build_report(study: StudyDir, plots: list[str]) -> str:
         )
         out += _steps_section(cfg, rows, baseline)
         out += _selection_section(cfg, rows, baseline)
+    if not translation:
+        out += _emergence_section(cfg, rows)
     if translation:
         from .translation.report import translation_section
 
@@ -173,6 +175,7 @@ def build_report(study: StudyDir, plots: list[str]) -> str:
 
 
 def _steps_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
+    conf = cfg["stats"]["confidence"]
     targets = cfg["train"]["targets"]
     if not targets:
         return []
@@ -181,7 +184,10 @@ def _steps_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[
         "",
         "Steps until test accuracy first reached the target (read every "
         f"{cfg['train']['eval_every'] or 'epoch'} step(s)); ratio = geometric mean over seeds "
-        f"where both reached of steps(init) / steps({baseline}); < 1 is faster.",
+        f"where both reached of steps(init) / steps({baseline}), with the {conf * 100:g}% "
+        "t-interval of the mean log ratio (exponentiated); < 1 is faster. A seed where only "
+        "one of the two reached the target is left out of the ratio: compare the reached "
+        "counts.",
         "",
     ]
     baselines = stats.group([r for r in rows if r["init"] == baseline], stats.SETTING)
@@ -194,15 +200,20 @@ def _steps_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[
             mine, theirs = stats.by_seed(members, col), stats.by_seed(base, col)
             reached = [v for v in mine.values() if v is not None]
             common = sorted(set(mine) & set(theirs))
-            ratio, n = stats.geometric_mean_ratio(
-                [mine[s] for s in common], [theirs[s] for s in common]
+            ratio = stats.ratio_interval(
+                [mine[s] for s in common], [theirs[s] for s in common], conf
             )
             mean = math.fsum(reached) / len(reached) if reached else math.nan
             table.append([
                 setting_label(first), label(first), f"{t:g}", f"{len(reached)}/{len(members)}",
-                _num(mean, 1), "–" if first["init"] == baseline else f"{_num(ratio, 3)} (n={n})",
+                _num(mean, 1),
+                "–" if first["init"] == baseline else
+                f"{_num(ratio.mean, 3)} [{_num(ratio.low, 3)}, {_num(ratio.high, 3)}]"
+                f" (n={ratio.n})",
             ])  # fmt: skip
-    return out + _table(["setting", "init", "target", "reached", "mean steps", "ratio"], table)
+    return out + _table(
+        ["setting", "init", "target", "reached", "mean steps", f"ratio [{conf * 100:g}% CI]"], table
+    )
 
 
 def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
@@ -252,23 +263,95 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             table,
         )
     if len(cfg["train"]["lr"]) > 1:
-        keys = ("dataset", "model", "optimizer", *stats.INIT_KEYS)
+        pair_keys = ("dataset", "model", "optimizer")
+        keys = (*pair_keys, *stats.INIT_KEYS)
         table = []
         for m in report_metrics:
-            for sel in stats.select_best(
-                rows, keys, "lr", select_metric=metric, report_metric=m,
-                selection_seeds=chosen, held_out_seeds=held, confidence=conf,
+            for sel in stats.select_best_vs_baseline(
+                rows, keys, "lr", baseline, pair_keys=pair_keys, select_metric=metric,
+                report_metric=m, selection_seeds=chosen, held_out_seeds=held, confidence=conf,
             ):  # fmt: skip
                 row = dict(zip(keys, sel.group, strict=True)) | {"lr": sel.choice}
-                table.append(_selection_cells(row, m, sel)[:5])
+                cells = _selection_cells(row, m, sel)
+                if sel.baseline_choice is not None and sel.baseline is not None:
+                    cells[5] = f"{cells[5]} (lr={sel.baseline_choice:g})"
+                table.append(cells)
         out += [
             "## Learning rate tuned per init (validation-chosen, held-out seeds)",
             "",
-            f"lr chosen by mean {metric} on seeds {chosen}; reported on seeds {held}.",
+            f"lr chosen per init by mean {metric} on seeds {chosen} (from "
+            f"{sorted(cfg['train']['lr'])}); reported on held-out seeds {held} only, paired by "
+            f"seed with {baseline} at {baseline}'s own chosen lr (the fair comparison: each init "
+            "at its best learning rate).",
             "",
-            *_table(["setting", "chosen", "metric", "select score", "held-out"], table),
+            *_table(
+                [
+                    "setting (chosen lr)",
+                    "init",
+                    "metric",
+                    "select score",
+                    "held-out",
+                    f"{baseline} at its best lr, held-out",
+                    "diff [CI]",
+                    "p (uncorrected)",
+                ],
+                table,
+            ),
         ]
     return out
+
+
+def _emergence_section(cfg: dict[str, Any], rows: list[Row]) -> list[str]:
+    """Does log10 E at init predict accuracy? Spearman's rho across the runs of each setting."""
+    if not any(r["init"] in EMERGENCE_INITS for r in rows):
+        return []
+    measured = [r for r in rows if r.get("log10_e_init") is not None]
+    if not measured:
+        return []
+    conf = cfg["stats"]["confidence"]
+    pct = f"{conf * 100:g}%"
+    family = ("kaiming", "xavier", "emergence")
+    scopes = [
+        ("all inits", lambda r: True),
+        ("kaiming, xavier, emergence", lambda r: r["init"] in family),
+    ]
+    table = []
+    for _, members in stats.group(measured, stats.SETTING).items():
+        for scope, keep in scopes:
+            chosen = [r for r in members if keep(r)]
+            if scope != "all inits" and len(chosen) in (0, len(members)):
+                continue  # the same runs as "all inits"
+            for m in cfg["stats"]["primary"]:
+                pairs = [(r["log10_e_init"], r[m]) for r in chosen if r.get(m) is not None]
+                c = stats.spearman([a for a, _ in pairs], [b for _, b in pairs], conf)
+                table.append([
+                    setting_label(members[0]), scope, m, str(c.n), _num(c.rho, 3),
+                    f"[{_num(c.fisher_low, 3)}, {_num(c.fisher_high, 3)}]",
+                    f"[{_num(c.boot_low, 3)}, {_num(c.boot_high, 3)}]", _p(c.p),
+                ])  # fmt: skip
+    return [
+        "## Does emergence at init predict accuracy?",
+        "",
+        "Spearman's rank correlation between log10 E at init (the network-form measure on the "
+        f"probe batch) and each metric across every run of a setting (all seeds and "
+        f"configurations). {pct} intervals: Fisher z (se = sqrt(1.06/(n-3))) and a percentile "
+        "bootstrap over runs (2000 resamples, seed 0); both treat runs as independent, which "
+        "runs sharing a seed are not quite, so read them as indicative.",
+        "",
+        *_table(
+            [
+                "setting",
+                "runs",
+                "metric",
+                "n",
+                "rho",
+                f"{pct} CI (Fisher z)",
+                f"{pct} CI (bootstrap)",
+                "p",
+            ],
+            table,
+        ),
+    ]
 
 
 def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> list[str]:

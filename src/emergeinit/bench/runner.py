@@ -3,16 +3,21 @@
 A run is described entirely by its resolved run config (see :func:`.study.expand`); everything
 random in it derives from the run seed through named streams, so a run repeats bit for bit on
 CPU and, for one seed, every init sees the same data order and the same base-init draws.
+
+Runs are durable (:mod:`.checkpoint`): a classification run checkpoints every
+``train.checkpoint_every`` steps and at the end, and :func:`execute_run` on a run directory
+that holds a checkpoint continues from it, bit for bit. Translation runs restart from scratch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
+import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,8 @@ import torch
 from torch import nn
 
 from ..models import build_model, example_input
+from . import ddp
+from .checkpoint import CheckpointError, RunJournal, capture_rng, exclusive, restore_rng
 from .data import Splits, load_splits
 from .inits import InitContext, apply_init
 from .train import MetricSink, build_optimizer, train_classification
@@ -38,9 +45,14 @@ def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> tor
 
 
 def _device(name: str) -> torch.device:
+    """``auto`` = CUDA when available; under DDP each rank takes ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    group = ddp.current()
+    if device.type == "cuda" and device.index is None and group is not None:
+        device = torch.device("cuda", group.local_rank)
+    return device
 
 
 def _to(splits: Splits, device: torch.device) -> Splits:
@@ -86,9 +98,16 @@ def classification(
     data_dir: Path | None,
     on_progress: Progress | None,
     run_dir: Path | None = None,
+    journal: RunJournal | None = None,
 ) -> dict[str, Any]:
-    """The classification task: returns the run's metric columns."""
+    """The classification task: returns the run's metric columns.
+
+    With a ``journal`` it checkpoints, and continues from ``journal.resumed`` when set: the
+    model is rebuilt and initialized again (deterministic, and it rebuilds ``emergence-lr``'s
+    parameter groups), then every state is overwritten from the checkpoint.
+    """
     seed = run["seed"]
+    resume = journal.resumed if journal is not None else None
     device = _device(run["train"]["device"])
     splits = _to(load_splits(run["data"]["dataset"], run["data"], data_dir), device)
     spec = run["model"]
@@ -116,12 +135,39 @@ def classification(
     outcome = apply_init(run["init"]["name"], model, ctx)
     init_seconds = time.perf_counter() - start
     measure = _measurer(run, splits)
-    log10_e_init = measure(model) if measure is not None else None
-    emit({"event": "init", "seconds": init_seconds, "log10_e": log10_e_init, **outcome.info})
+    if resume is None:
+        log10_e_init = measure(model) if measure is not None else None
+        emit({"event": "init", "seconds": init_seconds, "log10_e": log10_e_init, **outcome.info})
+    else:  # measured, and streamed, by the attempt that wrote the checkpoint
+        try:
+            init_seconds, log10_e_init = resume["init"]["seconds"], resume["init"]["log10_e"]
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"does not fit this run (no init record: {exc!r})") from exc
+
+    group = ddp.current()
+    train_model: nn.Module | None = None
+    if group is not None:
+        digest = ddp.check_identical(model)
+        if resume is None:
+            emit({"event": "ddp", "world_size": group.world, "backend": group.backend,
+                  "weights_sha256": digest})  # fmt: skip
+        model = ddp.prepare(model, device)
+        train_model = group.wrap(model, device)
 
     params = outcome.param_groups if outcome.param_groups is not None else model.parameters()
     optimizer = build_optimizer(params, run["train"], run["train"]["lr"])
-    summary = train_classification(
+    init_state = {"seconds": init_seconds, "log10_e": log10_e_init}
+
+    def save(state: dict[str, Any]) -> None:
+        assert journal is not None
+        journal.save({**state, "init": init_state, "rng": capture_rng(device)})
+
+    if resume is not None:
+        try:
+            restore_rng(resume["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"does not fit this run ({type(exc).__name__}: {exc})") from exc
+    summary, end = train_classification(
         model,
         optimizer,
         splits,
@@ -130,8 +176,15 @@ def classification(
         emit=emit,
         measure=measure if run["measure"]["during_training"] else None,
         on_progress=on_progress,
+        resume=resume,
+        on_checkpoint=save if journal is not None else None,
+        train_model=train_model,
+        shard=group.shard(run["train"]["batch_size"]) if group is not None else None,
     )
     summary.update(log10_e_init=log10_e_init, init_seconds=init_seconds)
+    if journal is not None:
+        journal.save({**end, "init": init_state, "rng": capture_rng(device)}, finished=True,
+                     summary=summary)  # fmt: skip
     return summary
 
 
@@ -148,11 +201,13 @@ def translation(
     return run_translation(run, emit, data_dir, on_progress, run_dir)
 
 
-# Task name -> function(run, emit, data_dir, on_progress, run_dir).
+# Task name -> function(run, emit, data_dir, on_progress, run_dir[, journal]).
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": classification,
     "translation": translation,
 }
+# Tasks that take a ``journal`` and checkpoint through it; the others restart on resume.
+RESUMABLE = frozenset({"classification"})
 
 
 def execute_run(
@@ -160,30 +215,35 @@ def execute_run(
     run_dir: Path,
     data_dir: Path | None = None,
     on_progress: Progress | None = None,
+    *,
+    writer: bool = True,
 ) -> dict[str, Any]:
     """Run one config, stream ``run_dir/metrics.jsonl``, and return its result row.
 
-    Never raises for a failure inside the run: the row says ``failed`` and ``run_dir/error.txt``
-    holds the traceback, so one crash does not stop a study.
+    Resumes from ``run_dir/checkpoint.pt`` when there is a usable one (a finished run's
+    checkpoint returns its summary at once). Never raises for a failure inside the run: the
+    row says ``failed`` and ``run_dir/error.txt`` holds the traceback, so one crash does not
+    stop a study. ``writer=False`` (DDP ranks other than 0) writes nothing.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(run, indent=2, sort_keys=True))
-    start = time.perf_counter()
-    with (run_dir / "metrics.jsonl").open("w", encoding="utf-8") as stream:
-
-        def emit(event: dict[str, Any]) -> None:
-            stream.write(json.dumps(event, default=_jsonable) + "\n")
-            stream.flush()
-
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(run, indent=2, sort_keys=True))
+        (run_dir / "error.txt").unlink(missing_ok=True)
+    with _run_lock(run_dir, run["run_id"], writer):
+        journal = RunJournal(run_dir, run["run_id"], writer=writer)
+        journal.resumed = ddp.share(journal.open())  # under DDP, rank 0's decision for all
         try:
-            summary = TASKS[run["task"]](run, emit, data_dir, on_progress, run_dir)
+            summary = _attempt(run, journal, data_dir, on_progress, run_dir)
             error = ""
         except Exception as exc:  # a crashed run is a result row, not a crashed study
-            (run_dir / "error.txt").write_text(traceback.format_exc())
+            if writer:
+                (run_dir / "error.txt").write_text(traceback.format_exc())
+            else:
+                traceback.print_exc()
             summary = {"status": "failed"}
             error = f"{type(exc).__name__}: {exc}"
-        summary["wall_seconds"] = time.perf_counter() - start
-        emit(
+        summary["wall_seconds"] = journal.wall_seconds()
+        journal.emit(
             {
                 "event": "end",
                 "status": summary["status"],
@@ -191,13 +251,45 @@ def execute_run(
                 "wall_seconds": summary["wall_seconds"],
             }
         )
+        journal.close()
     summary["error"] = error
     return summary
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (torch.Tensor,)):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return repr(value)
+def _attempt(
+    run: dict[str, Any],
+    journal: RunJournal,
+    data_dir: Path | None,
+    on_progress: Progress | None,
+    run_dir: Path,
+) -> dict[str, Any]:
+    state = journal.resumed
+    if state is not None and state["finished"]:
+        return dict(state["summary"])  # trained to the end; only its row was not recorded
+    task = TASKS[run["task"]]
+    if run["task"] not in RESUMABLE:
+        return task(run, journal.emit, data_dir, on_progress, run_dir)
+    try:
+        return task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
+    except CheckpointError as exc:
+        if state is None:
+            raise
+        journal.restart(f"checkpoint {journal.checkpoint_path} {exc}")
+        return task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, rid: str, writer: bool) -> Iterator[None]:
+    """One process per run directory: a second one (an orphan of a killed study, a retried
+    Ray task) waits until the first is gone, then resumes from its checkpoint."""
+    if not writer:
+        yield
+        return
+    path = run_dir / ".lock"
+    with exclusive(path, wait=False) as held:
+        if held:
+            yield
+            return
+    print(f"run {rid}: waiting for another process that holds {path}", file=sys.stderr, flush=True)
+    with exclusive(path, wait=True):
+        yield

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scipy import stats as sps
@@ -94,6 +94,20 @@ def geometric_mean_ratio(a: Sequence[float | None], b: Sequence[float | None]) -
     return math.exp(math.fsum(logs) / len(logs)), len(logs)
 
 
+def ratio_interval(
+    a: Sequence[float | None], b: Sequence[float | None], confidence: float = 0.95
+) -> Summary:
+    """Geometric mean of ``a_i / b_i`` over pairs where both reached, with its interval.
+
+    The t-interval of the mean log ratio, exponentiated: a ratio CI that is symmetric in log
+    space (``n``, ``mean`` = geometric mean ratio, ``std`` = std of the log ratios, ``low``,
+    ``high``). nan bounds for fewer than two pairs.
+    """
+    logs = [math.log(x / y) for x, y in zip(a, b, strict=True) if x and y]
+    s = summarize(logs, confidence)
+    return Summary(s.n, math.exp(s.mean), s.std, math.exp(s.low), math.exp(s.high))
+
+
 # --- grouping result rows ---------------------------------------------------------------------
 
 Row = dict[str, Any]
@@ -158,6 +172,7 @@ class Selection:
     held_out: Summary  # the report metric on the held-out seeds
     baseline: Summary | None  # the baseline on the same held-out seeds, if any
     vs_baseline: Paired | None
+    baseline_choice: Any = None  # the baseline's own chosen value (select_best_vs_baseline)
 
 
 def split_seeds(seeds: Iterable[int], select_seeds: int) -> tuple[list[int], list[int]]:
@@ -214,3 +229,144 @@ def select_best(
                 vs = paired([picked[s] for s in common], [base[s] for s in common], confidence)
         out.append(Selection(gkey, best[1], best[0], held_summary, base_summary, vs))
     return out
+
+
+def select_best_vs_baseline(
+    rows: Sequence[Row],
+    group_keys: Sequence[str],
+    choice_key: str,
+    baseline: str,
+    *,
+    pair_keys: Sequence[str],
+    select_metric: str,
+    report_metric: str,
+    selection_seeds: Sequence[int],
+    held_out_seeds: Sequence[int],
+    confidence: float = 0.95,
+) -> list[Selection]:
+    """Every group at its own best ``choice_key`` value, paired with the *baseline* init at the
+    baseline's own best value: the fair comparison when the choice is a learning rate.
+
+    Each group (``group_keys``, which must include ``init`` and ``pair_keys``) picks its value
+    on the selection seeds as :func:`select_best` does; so does the baseline init within the
+    same ``pair_keys`` (e.g. dataset, model, optimizer). The held-out seeds of the group's pick
+    are paired by seed with the held-out seeds of the baseline's pick.
+    """
+    index = {k: i for i, k in enumerate(group_keys)}
+    missing = [k for k in (*pair_keys, "init") if k not in index]
+    if missing:
+        raise ValueError(f"group_keys lack {missing}")
+
+    def pick(
+        members: Sequence[Row],
+        baseline_rows: Callable[[tuple[Any, ...]], Sequence[Row]] | None = None,
+    ) -> list[Selection]:
+        return select_best(
+            members, group_keys, choice_key, select_metric=select_metric,
+            report_metric=report_metric, selection_seeds=selection_seeds,
+            held_out_seeds=held_out_seeds, baseline_rows=baseline_rows, confidence=confidence,
+        )  # fmt: skip
+
+    base_rows = [r for r in rows if r["init"] == baseline]
+    best_base = {
+        tuple(sel.group[index[k]] for k in pair_keys): sel.choice for sel in pick(base_rows)
+    }
+    base_groups = group(base_rows, pair_keys)
+
+    def pair_key(gkey: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(gkey[index[k]] for k in pair_keys)
+
+    def baseline_rows(gkey: tuple[Any, ...]) -> list[Row]:
+        key = pair_key(gkey)
+        if key not in best_base:
+            return []
+        return [r for r in base_groups.get(key, []) if r[choice_key] == best_base[key]]
+
+    out = []
+    for sel in pick(rows, baseline_rows):
+        mine = sel.group[index["init"]] == baseline  # the baseline is not paired with itself
+        out.append(
+            replace(
+                sel,
+                baseline=None if mine else sel.baseline,
+                vs_baseline=None if mine else sel.vs_baseline,
+                baseline_choice=best_base.get(pair_key(sel.group)),
+            )
+        )
+    return out
+
+
+# --- rank correlation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Correlation:
+    n: int
+    rho: float  # Spearman's rank correlation (average ranks for ties)
+    p: float  # two-sided, scipy's t approximation
+    fisher_low: float  # Fisher z interval, se = sqrt(1.06 / (n - 3)) (Fieller et al. 1957)
+    fisher_high: float
+    boot_low: float  # percentile bootstrap over (x, y) pairs
+    boot_high: float
+
+
+def _ranks(values: Any) -> Any:
+    return sps.rankdata(values, axis=-1)
+
+
+def spearman(
+    x: Sequence[float],
+    y: Sequence[float],
+    confidence: float = 0.95,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Correlation:
+    """Spearman's rho of paired values with two intervals: Fisher z and a bootstrap.
+
+    Pairs with a missing or nan value are dropped. The Fisher interval is
+    ``tanh(atanh(rho) +- z_q * sqrt(1.06 / (n - 3)))`` (the Fieller-Hartley-Pearson variance of
+    Spearman's z), needs n >= 4. The bootstrap resamples the pairs with replacement
+    (``resamples`` times, generator seeded with ``seed``, so the interval is reproducible),
+    skips resamples where either side is constant, and takes the percentile interval. Both
+    treat pairs as independent, which runs sharing a seed are not quite.
+    """
+    import numpy as np
+
+    pairs = [
+        (float(a), float(b))
+        for a, b in zip(x, y, strict=True)
+        if a is not None and b is not None and not math.isnan(a) and not math.isnan(b)
+    ]
+    n = len(pairs)
+    nan = math.nan
+    if n < 3:
+        return Correlation(n, nan, nan, nan, nan, nan, nan)
+    xs = np.array([a for a, _ in pairs])
+    ys = np.array([b for _, b in pairs])
+    if np.all(xs == xs[0]) or np.all(ys == ys[0]):
+        return Correlation(n, nan, nan, nan, nan, nan, nan)
+    result = sps.spearmanr(xs, ys)
+    rho, p = float(result.statistic), float(result.pvalue)
+    fisher_low = fisher_high = nan
+    q = float(sps.norm.ppf(0.5 + confidence / 2))
+    if n >= 4:
+        if abs(rho) >= 1.0:
+            fisher_low = fisher_high = rho
+        else:
+            z, se = math.atanh(rho), math.sqrt(1.06 / (n - 3))
+            fisher_low, fisher_high = math.tanh(z - q * se), math.tanh(z + q * se)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    rx, ry = _ranks(xs[idx]), _ranks(ys[idx])
+    rx = rx - rx.mean(axis=1, keepdims=True)
+    ry = ry - ry.mean(axis=1, keepdims=True)
+    denom = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    ok = denom > 0
+    boot = (rx * ry).sum(axis=1)[ok] / denom[ok]
+    if boot.size:
+        tail = (1 - confidence) / 2 * 100
+        boot_low, boot_high = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))
+    else:
+        boot_low = boot_high = nan
+    return Correlation(n, rho, p, fisher_low, fisher_high, boot_low, boot_high)

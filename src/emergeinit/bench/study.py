@@ -5,15 +5,18 @@ Layout of a study directory::
     config.toml         the resolved config (every default filled in)
     environment.json    torch/numpy/python versions, threads, CPU, data notices
     results.csv         one row per finished run, rewritten atomically after each run
-    runs/<run_id>/      config.json, metrics.jsonl (streamed), error.txt for a crashed run
+    runs/<run_id>/      config.json, metrics.jsonl (streamed), checkpoint.pt (see
+                        :mod:`.checkpoint`), error.txt for a crashed run
     report.md, plots/   written by :mod:`.report` and :mod:`.plots`
 
 A run id is a hash of the run's own resolved config, so it is stable across machines and
-studies; resuming skips every id already in ``results.csv`` with status ok or diverged.
+studies; resuming skips every id already in ``results.csv`` with status ok or diverged, and
+every other run continues from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -21,14 +24,16 @@ import itertools
 import json
 import os
 import platform
+import re
 import sys
-import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from . import config as cfgmod
+from .checkpoint import exclusive, fsync_dir, temp_path
 from .data import dataset_shape, is_available
 from .translation.schema import data_table as translation_data_table
 
@@ -194,9 +199,24 @@ def check_runs(runs: list[dict[str, Any]], data_dir: Path | None) -> None:
             )
 
 
+# ``train`` keys left out of the run id: how a run executes, never what it computes (so that
+# checkpointing more or less often never makes a run a different one), and options added after
+# studies were first recorded, while at their default (so adding an option never changes the
+# ids, and with them the resumability, of existing studies).
+EXECUTION_ONLY = ("checkpoint_every",)
+ADDED_DEFAULTS = {"autocast": "none"}
+
+
 def run_id(run: dict[str, Any]) -> str:
-    """A stable 12-hex-digit hash of a run's resolved config (``run_id`` itself excluded)."""
+    """A stable 12-hex-digit hash of a run's resolved config (``run_id`` itself, execution-only
+    keys and later-added keys at their defaults excluded)."""
     body = {k: v for k, v in run.items() if k != "run_id"}
+    if isinstance(body.get("train"), dict):
+        body["train"] = {
+            k: v
+            for k, v in body["train"].items()
+            if k not in EXECUTION_ONLY and (k not in ADDED_DEFAULTS or ADDED_DEFAULTS[k] != v)
+        }
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -246,18 +266,20 @@ def _cell(value: Any) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half."""
+    """Write via a temp file in the same folder, fsync and ``os.replace`` (then fsync the
+    folder): readers, and a crash at any instant, see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        with tmp.open("x", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def write_results(path: Path, rows: Iterable[dict[str, Any]], cols: list[str]) -> None:
@@ -274,6 +296,49 @@ def read_results(path: Path) -> list[dict[str, str]]:
         return []
     with path.open(encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+STATUSES = (*FINISHED, "failed")
+
+
+def check_results(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The well-formed rows of ``results.csv`` (first per run id) and what is wrong with it.
+
+    A row is well formed when it has exactly the header's fields, a 12-hex-digit run id and a
+    known status. Nothing is raised: a damaged file costs only the runs whose rows it lost.
+    """
+    if not path.is_file():
+        return [], []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [f"cannot be read ({type(exc).__name__}: {exc})"]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        raw = list(reader)
+    except csv.Error as exc:
+        return [], [f"is not valid CSV ({exc})"]
+    header = reader.fieldnames or []
+    if "run_id" not in header or "status" not in header:
+        return [], ["has no run_id/status header"]
+    rows: dict[str, dict[str, str]] = {}
+    problems: list[str] = []
+    for line, row in enumerate(raw, start=2):
+        rid, status = row.get("run_id") or "", row.get("status") or ""
+        if None in row or None in row.values():
+            problems.append(
+                f"row {line} has {'more' if None in row else 'fewer'} fields than the header"
+            )
+        elif not re.fullmatch(r"[0-9a-f]{12}", rid) or status not in STATUSES:
+            problems.append(f"row {line} has run_id {rid[:20]!r} and status {status[:20]!r}")
+        elif rid in rows:
+            problems.append(f"row {line} repeats run {rid}")
+        else:
+            rows[rid] = row
+    if not text.endswith("\n") and raw:
+        problems.append("its last line is cut off")  # the row may be incomplete: drop it
+        rows.pop(raw[-1].get("run_id") or "", None)
+    return list(rows.values()), problems
 
 
 def environment(
@@ -329,7 +394,9 @@ class StudyDir:
     def claim(self, cfg: dict[str, Any]) -> None:
         """Write ``cfg`` here, or check it equals the config already here (resume)."""
         if self.config_path.is_file():
-            old = cfgmod.load_file(self.config_path)
+            # Resolved again, so keys added to the schema since it was written take their
+            # defaults instead of counting as differences.
+            old = cfgmod.resolve(cfgmod.load_file(self.config_path))
             differ = cfgmod.diff_keys(old, cfg)
             if differ:
                 raise ConfigError(
@@ -346,7 +413,27 @@ class StudyDir:
         atomic_write(self.config_path, tomli_w.dumps(cfg))
 
     def finished_rows(self) -> dict[str, dict[str, str]]:
-        return {r["run_id"]: r for r in read_results(self.results_path) if r["status"] in FINISHED}
+        """Rows of runs that finished. A damaged ``results.csv`` is kept aside as
+        ``results.csv.corrupt-<time>``, with a message; the runs whose rows it lost run again
+        (from their final checkpoint, so without training again)."""
+        rows, problems = check_results(self.results_path)
+        if problems:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            kept = self.results_path.with_name(f"results.csv.corrupt-{stamp}")
+            os.replace(self.results_path, kept)
+            shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
+            print(
+                f"error: {self.results_path} is damaged ({shown}); kept as {kept.name}. "
+                f"{len(rows)} intact rows are kept; the other runs run again and resume "
+                "from their checkpoints",
+                file=sys.stderr,
+                flush=True,
+            )
+        return {r["run_id"]: r for r in rows if r["status"] in FINISHED}
+
+    def lock(self) -> contextlib.AbstractContextManager[bool]:
+        """Held by the one process that drives this study (it alone writes results.csv)."""
+        return exclusive(self.path / ".lock", wait=False)
 
 
 _INT_COLUMNS = ("seed", "epochs", "steps")

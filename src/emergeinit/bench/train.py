@@ -9,6 +9,8 @@ dispatched by task name in :mod:`.runner`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import CheckpointError
 from .data import Splits
 
 MetricSink = Callable[[dict[str, Any]], None]
@@ -75,6 +78,52 @@ class LoopResult:
     train_seconds: float  # loop time with the time spent in eval hooks taken out
 
 
+@dataclass
+class LoopState:
+    """Where the step loop stands, enough (with the data-order generator) to continue it.
+
+    ``batch`` is the next batch of epoch ``epoch``; ``order`` is that epoch's permutation, or
+    ``None`` when it is still to be drawn (at the start of an epoch). ``running``/``window``
+    are the loss accumulated since the last log record, so a resumed loop logs the same means.
+    """
+
+    step: int = 0
+    epoch: int = 1
+    batch: int = 0
+    order: torch.Tensor | None = None
+    running: torch.Tensor | None = None
+    window: int = 0
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "order": None if self.order is None else self.order.detach().cpu().clone(),
+            "running": None if self.running is None else self.running.detach().cpu().clone(),
+            "window": self.window,
+            "train_seconds": self.train_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopState:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of every global batch under data parallelism (rank of world).
+
+    Every rank draws the same permutation and takes ``batch[rank::world]``, so the ranks
+    together see exactly the single-process batch; ``reduce`` sums a tensor over ranks.
+    """
+
+    rank: int
+    world: int
+    reduce: Callable[[torch.Tensor], torch.Tensor]
+
+
 def run_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -91,6 +140,11 @@ def run_steps(
     on_eval: Callable[[int, int], None] | None = None,
     on_epoch_end: Callable[[int, int], None] | None = None,
     on_progress: Progress | None = None,
+    state: LoopState | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[LoopState], None] | None = None,
+    shard: Shard | None = None,
+    autocast: torch.dtype | None = None,
 ) -> LoopResult:
     """Train for ``epochs`` epochs over ``(x, y)`` in the order drawn from ``generator``.
 
@@ -98,39 +152,73 @@ def run_steps(
     loss stops the loop as diverged (a NaN anywhere in the window poisons the mean).
     ``on_eval`` runs every ``eval_every`` steps and ``on_epoch_end`` after each epoch; their
     time is excluded from ``train_seconds``.
+
+    ``state`` continues an interrupted loop (it is updated in place); ``on_checkpoint`` gets
+    it every ``checkpoint_every`` steps, after that step's hooks (an epoch's last step
+    includes ``on_epoch_end``), never at the final step (the caller saves the end itself).
+    ``shard`` trains this rank's slice of each batch (DDP); ``autocast`` runs the forward pass
+    under ``torch.autocast`` with that dtype.
     """
     n = len(y)
     per_epoch = steps_per_epoch(n, batch_size)
     total = per_epoch * epochs
-    step = 0
+    st = state if state is not None else LoopState()
+    step = st.step
     hook_seconds = 0.0
-    running = torch.zeros((), device=x.device)
-    window = 0
+    running = (
+        st.running.to(x.device) if st.running is not None else torch.zeros((), device=x.device)
+    )
+    window = st.window
+    cast = (
+        functools.partial(torch.autocast, device_type=x.device.type, dtype=autocast)
+        if autocast is not None
+        else contextlib.nullcontext
+    )
     start = time.perf_counter()
+
+    def elapsed() -> float:
+        return st.train_seconds + time.perf_counter() - start - hook_seconds
+
+    def mean_loss() -> float:
+        total_loss = running if shard is None else shard.reduce(running.clone())
+        world = 1 if shard is None else shard.world
+        return float(total_loss) / (window * world)
+
     model.train()
-    for epoch in range(1, epochs + 1):
-        order = torch.randperm(n, generator=generator).to(x.device)
-        for b in range(per_epoch):
+    while st.epoch <= epochs:
+        epoch = st.epoch
+        if st.order is None:
+            st.order = torch.randperm(n, generator=generator).to(x.device)
+        elif st.order.device != x.device:  # restored from a checkpoint, which holds CPU tensors
+            st.order = st.order.to(x.device)
+        order = st.order
+        for b in range(st.batch, per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            if shard is not None:
+                idx = idx[shard.rank :: shard.world]
+            with cast():
+                loss = F.cross_entropy(model(x[idx]), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             step += 1
+            st.batch = b + 1
             running += loss.detach()
             window += 1
             if step % log_every == 0 or step == total:
-                mean_loss = float(running) / window
+                mean = mean_loss()
                 running.zero_()
                 window = 0
-                if not math.isfinite(mean_loss):
-                    return LoopResult(step, True, time.perf_counter() - start - hook_seconds)
+                if not math.isfinite(mean):
+                    st.step, st.window = step, window
+                    st.train_seconds = elapsed()
+                    return LoopResult(step, True, st.train_seconds)
                 if on_log is not None or on_progress is not None:
                     t = time.perf_counter()
                     if on_log is not None:
-                        on_log(step, epoch, mean_loss)
+                        on_log(step, epoch, mean)
                     if on_progress is not None:
                         on_progress(step, total)
                     hook_seconds += time.perf_counter() - t
@@ -139,12 +227,27 @@ def run_steps(
                 on_eval(step, epoch)
                 model.train()
                 hook_seconds += time.perf_counter() - t
-        if on_epoch_end is not None:
-            t = time.perf_counter()
-            on_epoch_end(step, epoch)
-            model.train()
-            hook_seconds += time.perf_counter() - t
-    return LoopResult(step, False, time.perf_counter() - start - hook_seconds)
+            if b == per_epoch - 1:
+                if on_epoch_end is not None:
+                    t = time.perf_counter()
+                    on_epoch_end(step, epoch)
+                    model.train()
+                    hook_seconds += time.perf_counter() - t
+                st.epoch, st.batch, st.order = epoch + 1, 0, None
+            if (
+                on_checkpoint is not None
+                and checkpoint_every
+                and step % checkpoint_every == 0
+                and step < total
+            ):
+                t = time.perf_counter()
+                st.step, st.running, st.window = step, running, window
+                st.train_seconds = elapsed()
+                on_checkpoint(st)
+                hook_seconds += time.perf_counter() - t
+    st.step, st.running, st.window = step, running, window
+    st.train_seconds = elapsed()
+    return LoopResult(step, False, st.train_seconds)
 
 
 @torch.inference_mode()
@@ -181,21 +284,57 @@ def train_classification(
     emit: MetricSink,
     measure: Callable[[nn.Module], float | None] | None = None,
     on_progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Train one classifier and return its summary (the result row's metric columns).
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    train_model: nn.Module | None = None,
+    shard: Shard | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one classifier; return its summary (the result row's metric columns) and its end
+    state (what :func:`training_state` gives, for the final checkpoint).
 
     Streams ``train`` events (mean loss over the last ``log_every`` steps) and ``eval`` events
     (test accuracy and loss, plus validation at epoch ends; optional log10 E) to ``emit``.
     Steps to a target accuracy are read on the test split at evaluation points, so their
     resolution is ``eval_every``.
+
+    ``resume`` (a state from ``on_checkpoint``) continues an interrupted run bit for bit;
+    ``on_checkpoint`` receives the state every ``train.checkpoint_every`` steps.
+    ``train_model`` is what the training forward runs through (a DDP wrapper of ``model``);
+    evaluation always uses ``model`` itself, so it needs no collective.
     """
     per_epoch = steps_per_epoch(len(splits.train_y), train_cfg["batch_size"])
     scheduler = build_scheduler(optimizer, train_cfg, per_epoch * train_cfg["epochs"])
     eval_bs = train_cfg["eval_batch_size"]
     targets = list(train_cfg["targets"])
+    # The tracker: everything the summary is built from, checkpointed with the weights.
     summary: dict[str, Any] = {_target_key(t): None for t in targets}
     last: dict[str, Any] = {}
     loss_log: list[float] = []
+    loop = LoopState()
+    if resume is not None:
+        try:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            generator.set_state(resume["generator"])
+            loop = LoopState.from_dict(resume["loop"])
+            summary = dict(resume["tracker"]["summary"])
+            last = dict(resume["tracker"]["last"])
+            loss_log = list(resume["tracker"]["loss_log"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"does not fit this run ({type(exc).__name__}: {exc})") from exc
+
+    def state() -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "generator": generator.get_state(),
+            "loop": loop.to_dict(),
+            # Only the last logged loss feeds the summary; the stream has the rest.
+            "tracker": {"summary": dict(summary), "last": dict(last), "loss_log": loss_log[-1:]},
+        }
 
     def do_eval(step: int, epoch: int, kind: str) -> None:
         test_acc, test_loss = evaluate(model, splits.test_x, splits.test_y, eval_bs)
@@ -228,7 +367,7 @@ def train_classification(
         emit({"event": "train", "step": step, "epoch": epoch, "loss": loss})
 
     result = run_steps(
-        model,
+        train_model if train_model is not None else model,
         optimizer,
         splits.train_x,
         splits.train_y,
@@ -242,6 +381,11 @@ def train_classification(
         on_eval=lambda s, e: do_eval(s, e, "step"),
         on_epoch_end=lambda s, e: do_eval(s, e, "epoch"),
         on_progress=on_progress,
+        state=loop,
+        checkpoint_every=train_cfg.get("checkpoint_every", 0),
+        on_checkpoint=None if on_checkpoint is None else lambda _: on_checkpoint(state()),
+        shard=shard,
+        autocast=AUTOCAST[train_cfg.get("autocast", "none")],
     )
     if result.diverged:
         emit({"event": "diverged", "step": result.steps})
@@ -262,7 +406,11 @@ def train_classification(
         log10_e_final=last.get("log10_e"),
         train_seconds=result.train_seconds,
     )
-    return summary
+    return summary, state()
+
+
+# train.autocast -> the dtype of the autocast region (None = full precision).
+AUTOCAST: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16}
 
 
 def _finite_or_none(value: float) -> float | None:

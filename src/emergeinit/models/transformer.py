@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 
 #: Named sizes. ``iwslt`` is fairseq's ``transformer_iwslt_de_en`` (the paper's IWSLT'14 model);
-#: ``small`` learns the built-in number corpus on one CPU core in about a minute and a half
-#: (BLEU ~80 after 6 epochs of 20k sentences); ``tiny`` is for tests.
+#: ``small`` learns the built-in number corpus in 1-2 CPU-core minutes per run (test BLEU
+#: about 79 with Xavier after 3 epochs of 16k sentences; docs/translation.md); ``tiny`` is
+#: for tests.
 TRANSFORMER_SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(
         d_model=32, nhead=2, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=64

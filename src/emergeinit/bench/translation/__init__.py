@@ -2,6 +2,8 @@
 the built-in English->German number corpus or on users' parallel text (IWSLT'14 De-En), scored
 with sacreBLEU, tokenized BLEU and chrF. See docs/translation.md.
 
-Modules: ``corpus`` (built-in data), ``parallel`` (users' files, BPE undo), ``tokenizer``
-(sentencepiece, cached), ``train`` (the loop), ``decode`` (greedy, beam), ``metrics`` (scores).
+Data: ``corpus`` (the built-in corpus), ``parallel`` (users' files, BPE undo), ``tokenizer``
+(sentencepiece or the files' own tokens, cached), ``data`` (settings -> token ids).
+Training: ``train`` (the loop), ``decode`` (greedy, beam), ``metrics`` (scores).
+Harness: ``schema`` (config rules, preflight), ``task`` (one run), ``report``, ``plots``.
 """

@@ -22,6 +22,10 @@ EXPLANATION = [
     "- On the built-in number corpus the text is not tokenized, so `bleu` and `bleu_tok` "
     "nearly agree; German numbers below a million are single words, so BLEU counts whole "
     "numbers right or wrong and chrF shows near misses.",
+    "- On this model `default` means: feed-forward and attention output projections "
+    "U(±1/sqrt(fan_in)) (weights and biases), attention in-projections Xavier-uniform with "
+    "zero bias, embeddings N(0, 1/d_model) (the model's own); every init keeps those "
+    "embeddings (they are never re-drawn or scaled).",
     "",
 ]
 

@@ -36,7 +36,8 @@ Emit = Callable[[dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimization and evaluation settings of one run (``train.*`` and ``eval.*`` keys)."""
+    """Optimization and evaluation settings of one run (from a study's ``train.*`` and
+    ``translation.*`` keys)."""
 
     epochs: int = 10
     max_steps: int | None = None  # stop early after this many updates (quick runs)
@@ -312,7 +313,8 @@ def train_translation(
         # A diverged model translates nothing: it scores 0, and so weighs in every mean
         # instead of flattering the init that diverged by dropping out.
         zero = Scores(bleu=0.0, bleu_tok=0.0, chrf=0.0)
-        return TranslationOutcome(status, step, epoch_done, nan, nan, nan, zero, None,
+        return TranslationOutcome(status, step, epoch_done, nan, nan, nan, zero,
+                                  zero if settings.valid_bleu else None,
                                   train_seconds, 0.0, [], val_losses)
     started = time.perf_counter()
     test_loss = evaluate_loss(model, test_batches)

@@ -1,0 +1,207 @@
+"""Compact Markdown tables for docs/results.md from a study directory.
+
+The same statistics as the study's ``report.md`` (``emergeinit.bench.stats``: t-intervals over
+seeds, paired differences with Holm correction across the study's family, held-out selection),
+laid out per question and in percent. ``--baseline`` pairs against another init than the
+study's own (e.g. emergence on the xavier_uniform base against xavier, which shares its draws).
+
+    python benchmarks/results_tables.py runs/results-mlp accuracy [--baseline xavier]
+    python benchmarks/results_tables.py runs/results-mlp steps
+    python benchmarks/results_tables.py runs/results-lr lr-grid
+    python benchmarks/results_tables.py runs/results-lr lr-best
+    python benchmarks/results_tables.py runs/results-mlp emergence
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from emergeinit.bench import stats
+from emergeinit.bench.report import label
+from emergeinit.bench.study import FINISHED, StudyDir, typed_rows
+
+Row = dict[str, Any]
+
+
+def pct(x: float, digits: int = 2) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:.{digits}f}"
+
+
+def diff(p: stats.Paired | None) -> str:
+    if p is None:
+        return "(baseline)"
+    if p.n < 2:
+        return f"{100 * p.mean:+.2f} (n={p.n}, no interval)"
+    return f"{100 * p.mean:+.2f} [{100 * p.low:+.2f}, {100 * p.high:+.2f}]"
+
+
+def pv(p: float) -> str:
+    return "–" if math.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
+
+
+def model_name(row: Row) -> str:
+    return str(row["model"])
+
+
+def accuracy(rows: list[Row], baseline: str, primary: list[str]) -> None:
+    comps = stats.compare_to_baseline(rows, baseline, primary)
+    found = {(c.config, c.metric): c for c in comps}
+    for _, members in stats.group(rows, stats.SETTING).items():
+        first = members[0]
+        print(f"\n**{model_name(first)}** (lr {first['lr']:g})\n")
+        print(
+            f"| init | n | epoch-1 acc % | Δ epoch 1 vs {baseline} [95% CI] | final acc % | "
+            f"Δ final vs {baseline} [95% CI] | p (Holm), final | diverged |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for config, ms in stats.group(members, stats.CONFIG).items():
+            e1 = stats.summarize([r["test_acc_epoch1"] for r in ms])
+            fin = stats.summarize([r["test_acc_final"] for r in ms])
+            c1 = found.get((config, "test_acc_epoch1"))
+            cf = found.get((config, "test_acc_final"))
+            if ms[0]["init"] != baseline and cf is None:
+                continue  # no baseline in this setting
+            div = sum(r["status"] == "diverged" for r in ms)
+            print(
+                f"| {label(ms[0])} | {len(ms)} | {pct(e1.mean)} ± {pct(e1.std)} | "
+                f"{diff(c1.result if c1 else None)} | {pct(fin.mean)} ± {pct(fin.std)} | "
+                f"{diff(cf.result if cf else None)} | {pv(cf.p_holm) if cf else '–'} | {div} |"
+            )
+
+
+def steps(rows: list[Row], baseline: str, targets: list[float]) -> None:
+    baselines = stats.group([r for r in rows if r["init"] == baseline], stats.SETTING)
+    for key, members in stats.group(rows, stats.SETTING).items():
+        print(f"\n**{model_name(members[0])}**\n")
+        head = " | ".join(
+            f"reached {t:g} | mean steps to {t:g} | ratio to {baseline} [95% CI]" for t in targets
+        )
+        print(f"| init | {head} |")
+        print("|---|" + "---|---|---|" * len(targets))
+        base = baselines.get(key, [])
+        for _, ms in stats.group(members, stats.CONFIG).items():
+            cells = []
+            for t in targets:
+                col = f"steps_to_{t:g}"
+                mine, theirs = stats.by_seed(ms, col), stats.by_seed(base, col)
+                reached = [v for v in mine.values() if v is not None]
+                common = sorted(set(mine) & set(theirs))
+                r = stats.ratio_interval([mine[s] for s in common], [theirs[s] for s in common])
+                if ms[0]["init"] == baseline or r.n == 0:
+                    ratio = "–"
+                elif r.n == 1:
+                    ratio = f"{r.mean:.2f} (n=1, no interval)"
+                else:
+                    ratio = f"{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}] (n={r.n})"
+                mean = math.fsum(reached) / len(reached) if reached else math.nan
+                cells += [
+                    f"{len(reached)}/{len(ms)}",
+                    "–" if math.isnan(mean) else f"{mean:.0f}",
+                    ratio,
+                ]
+            print(f"| {label(ms[0])} | " + " | ".join(cells) + " |")
+
+
+def lr_grid(rows: list[Row]) -> None:
+    for _, members in stats.group(rows, ("dataset", "model", "optimizer")).items():
+        lrs = sorted({r["lr"] for r in members})
+        print(f"\n**{model_name(members[0])}**: final test accuracy %, mean ± std over all seeds\n")
+        print("| init | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |")
+        print("|---|" + "---|" * len(lrs))
+        for _, ms in stats.group(members, stats.INIT_KEYS).items():
+            cells = []
+            for lr in lrs:
+                at = [r for r in ms if r["lr"] == lr]
+                s = stats.summarize([r["test_acc_final"] for r in at])
+                div = sum(r["status"] == "diverged" for r in at)
+                cells.append(f"{pct(s.mean)} ± {pct(s.std)}" + (f" ({div} div.)" if div else ""))
+            print(f"| {label(ms[0])} | " + " | ".join(cells) + " |")
+
+
+def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
+    chosen, held = stats.split_seeds([r["seed"] for r in rows], cfg["stats"]["select_seeds"])
+    pair = ("dataset", "model", "optimizer")
+    keys = (*pair, *stats.INIT_KEYS)
+    for metric in cfg["stats"]["primary"]:
+        print(
+            f"\n{metric}: lr chosen per init by {cfg['stats']['select_metric']} on seeds "
+            f"{chosen}, reported on held-out seeds {held}\n"
+        )
+        print(
+            f"| model | init | its lr | held-out % | {baseline} at its lr, held-out % | "
+            f"Δ vs {baseline} [95% CI] | p |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for sel in stats.select_best_vs_baseline(
+            rows, keys, "lr", baseline, pair_keys=pair,
+            select_metric=cfg["stats"]["select_metric"], report_metric=metric,
+            selection_seeds=chosen, held_out_seeds=held,
+        ):  # fmt: skip
+            row = dict(zip(keys, sel.group, strict=True))
+            vs = sel.vs_baseline
+            base = f"{pct(sel.baseline.mean)} (lr {sel.baseline_choice:g})" if sel.baseline else "–"
+            print(
+                f"| {row['model']} | {label(row)} | {sel.choice:g} | "
+                f"{pct(sel.held_out.mean)} ± {pct(sel.held_out.std)} | {base} | "
+                f"{diff(vs) if vs else '–'} | {pv(vs.p) if vs else '–'} |"
+            )
+
+
+def emergence(rows: list[Row], primary: list[str]) -> None:
+    print("| model | init | log10 E at init, mean ± std | final acc % |")
+    print("|---|---|---|---|")
+    for _, ms in stats.group(rows, stats.CONFIG).items():
+        e = stats.summarize([r["log10_e_init"] for r in ms if r["log10_e_init"] is not None])
+        fin = stats.summarize([r["test_acc_final"] for r in ms])
+        print(
+            f"| {model_name(ms[0])} | {label(ms[0])} | {e.mean:.3f} ± {e.std:.3f} | "
+            f"{pct(fin.mean)} |"
+        )
+    print()
+    print("| model | runs | metric | n | Spearman ρ | 95% CI (Fisher z) | 95% CI (bootstrap) | p |")
+    print("|---|---|---|---|---|---|---|---|")
+    family = ("kaiming", "xavier", "emergence")
+    for _, members in stats.group(rows, stats.SETTING).items():
+        measured = [r for r in members if r["log10_e_init"] is not None]
+        scopes = [("all inits", measured), ("kaiming, xavier, emergence", None)]
+        scopes[1] = (scopes[1][0], [r for r in measured if r["init"] in family])
+        for scope, chosen in scopes:
+            if scope != "all inits" and len(chosen) in (0, len(measured)):
+                continue
+            for m in primary:
+                c = stats.spearman([r["log10_e_init"] for r in chosen], [r[m] for r in chosen])
+                print(
+                    f"| {model_name(members[0])} | {scope} | {m} | {c.n} | {c.rho:+.3f} | "
+                    f"[{c.fisher_low:+.3f}, {c.fisher_high:+.3f}] | "
+                    f"[{c.boot_low:+.3f}, {c.boot_high:+.3f}] | {pv(c.p)} |"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", type=Path)
+    parser.add_argument("table", choices=("accuracy", "steps", "lr-grid", "lr-best", "emergence"))
+    parser.add_argument("--baseline", default=None, help="default: the study's stats.baseline")
+    args = parser.parse_args()
+    study = StudyDir(args.study)
+    cfg = study.load_config()
+    rows = [r for r in typed_rows(study.results_path) if r["status"] in FINISHED]
+    baseline = args.baseline or cfg["stats"]["baseline"]
+    primary = cfg["stats"]["primary"]
+    if args.table == "accuracy":
+        accuracy(rows, baseline, primary)
+    elif args.table == "steps":
+        steps(rows, baseline, cfg["train"]["targets"])
+    elif args.table == "lr-grid":
+        lr_grid(rows)
+    elif args.table == "lr-best":
+        lr_best(rows, baseline, cfg)
+    else:
+        emergence(rows, primary)
+
+
+if __name__ == "__main__":
+    main()

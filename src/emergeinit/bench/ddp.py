@@ -1,0 +1,246 @@
+"""Data-parallel runs under ``torchrun``: one study, every run trained by N processes at once.
+
+::
+
+    torchrun --standalone --nproc_per_node 2 -m emergeinit.bench.ddp smoke --out runs/ddp
+
+Every rank loads the same config and builds the same model from the same seeds; the emergence
+init therefore gives the same weights everywhere, and :func:`check_identical` proves it (a
+SHA-256 of every parameter and buffer, all-gathered) before DistributedDataParallel wraps the
+model. Each rank draws the run's one data permutation and trains on ``batch[rank::world]`` of
+every global batch, so N ranks together take the single-process step (same global batch, the
+gradients averaged by DDP). Rank 0 is the study's driver: it alone writes the study directory
+(``results.csv``, ``metrics.jsonl``, checkpoints) and tells the other ranks which run comes
+next; they hold no files and receive a resumed run's checkpoint from rank 0.
+
+Backend: gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``, BatchNorm converted to
+SyncBatchNorm there; on CPU each rank normalizes over its own shard, as plain DDP does).
+A run that crashes on any rank ends the job: its row is recorded, the process exits non-zero
+and torchrun stops the other ranks; rerunning the command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import ConfigError
+from .train import Shard
+
+Callbacks = Any  # executors.Callbacks; imported lazily to keep this module light
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the process group."""
+
+    rank: int
+    world: int
+    local_rank: int
+    backend: str
+
+    def shard(self, batch_size: int) -> Shard:
+        if batch_size % self.world:
+            raise ConfigError(
+                f"train.batch_size: {batch_size} does not split evenly over {self.world} "
+                "processes; use a multiple of --nproc_per_node"
+            )
+        return Shard(self.rank, self.world, _sum_over_ranks)
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":
+            return DistributedDataParallel(model, device_ids=[device.index])
+        return DistributedDataParallel(model)
+
+
+def current() -> Distributed | None:
+    """The process group this process belongs to, or ``None`` when it trains alone."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return Distributed(
+        rank=dist.get_rank(),
+        world=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        backend=str(dist.get_backend()),
+    )
+
+
+def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in state-dict order (exact, bit for bit)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_identical(model: nn.Module) -> str:
+    """Raise unless every rank holds exactly the same weights; return their digest."""
+    mine = weights_digest(model)
+    every: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    if len(set(every)) != 1:
+        differ = [r for r, d in enumerate(every) if d != every[0]]
+        raise RuntimeError(
+            f"the initialized weights differ between ranks (ranks {differ} differ from rank 0); "
+            "every rank must build and initialize the model from the same seed"
+        )
+    return mine
+
+
+def share(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a no-op without a process group)."""
+    if current() is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    """Per-backend model changes before wrapping: SyncBatchNorm on CUDA."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+# --- the study driver and its followers ---------------------------------------------------------
+
+
+class _Crashed(Exception):
+    """A run failed under DDP: the job stops so torchrun can stop the other ranks."""
+
+
+class LeaderExecutor:
+    """Rank 0's executor: announce each run to the other ranks, then train it with them."""
+
+    def execute(
+        self,
+        runs: Sequence[dict[str, Any]],
+        run_dir: Callable[[str], Path],
+        data_dir: Path | None,
+        cb: Callbacks,
+    ) -> None:
+        from .runner import execute_run
+
+        for run in runs:
+            rid: str = run["run_id"]
+            path = run_dir(rid)
+            share((run, str(path), str(data_dir) if data_dir else None))
+            cb.on_start(run)
+
+            def progress(step: int, total: int, rid: str = rid) -> None:
+                cb.on_progress(rid, step, total)
+
+            summary = execute_run(run, path, data_dir, progress)
+            cb.on_done(run, summary)
+            if summary["status"] == "failed":
+                raise _Crashed(rid)
+
+
+def _follow() -> int:
+    from .runner import execute_run
+
+    while True:
+        message = share(None)
+        if message is None:
+            return 0
+        run, path, data_dir = message
+        summary = execute_run(run, Path(path), Path(data_dir) if data_dir else None, writer=False)
+        if summary["status"] == "failed":
+            print(
+                f"error: rank {dist.get_rank()}: run {run['run_id']} crashed: {summary['error']}",
+                file=sys.stderr,
+            )
+            return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="torchrun --standalone --nproc_per_node N -m emergeinit.bench.ddp",
+        description="Run (or resume) a study with every run data-parallel over the processes "
+        "torchrun starts. Options as for 'emergeinit bench'.",
+    )
+    p.add_argument("target", nargs="?", default=None, help="a preset or a study FILE.toml")
+    p.add_argument("--out", default=None, help="study directory (default runs/<study>-<time>)")
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--full", action="store_true", help="apply the study's [full] table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import config as cfgmod
+    from .cli import device_override, run_bench
+    from .runner import _device
+
+    args = _parser().parse_args(argv)
+    if "WORLD_SIZE" not in os.environ:
+        print(
+            "error: start this under torchrun, e.g. torchrun --standalone --nproc_per_node 2 "
+            "-m emergeinit.bench.ddp smoke --out runs/ddp",
+            file=sys.stderr,
+        )
+        return 2
+    overrides = [*args.set_, *device_override(args.device)]
+    world = int(os.environ["WORLD_SIZE"])
+    # Every rank reads the same config, so every rank fails the same way, before any collective.
+    try:
+        cfg = cfgmod.load(args.target, overrides, full=args.full)
+        if cfg["study"]["task"] != "classification":
+            raise ConfigError("study.task: data-parallel runs support classification only")
+        Distributed(0, world, 0, "").shard(cfg["train"]["batch_size"])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = _device(cfg["train"]["device"])
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        if dist.get_rank() != 0:
+            return _follow()
+        try:
+            code = run_bench(
+                args.target,
+                Path(args.out) if args.out else None,
+                overrides,
+                workers=1,
+                quiet=args.quiet,
+                data_dir=Path(args.data_dir) if args.data_dir else None,
+                full=args.full,
+                executor=LeaderExecutor(),
+            )
+        except _Crashed:
+            return 1  # the others wait inside that run; exiting lets torchrun stop them
+        except BaseException:
+            traceback.print_exc()
+            return 1
+        share(None)  # the study is over (or was refused): release the other ranks
+        return code
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
