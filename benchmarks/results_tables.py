@@ -10,6 +10,7 @@ study's own (e.g. emergence on the xavier_uniform base against xavier, which sha
     python benchmarks/results_tables.py runs/results-lr lr-grid
     python benchmarks/results_tables.py runs/results-lr lr-best
     python benchmarks/results_tables.py runs/results-mlp emergence
+    python benchmarks/results_tables.py runs/results-lr weights-vs-rates
 """
 
 from __future__ import annotations
@@ -150,6 +151,34 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
             )
 
 
+def weights_vs_rates(rows: list[Row], metric: str = "test_acc_final") -> None:
+    """emergence (scaled weights) − emergence-lr (per-layer lr multipliers), same everything
+    else (dataset, model, lr, base, alpha, pivot, head), paired by seed over all seeds."""
+    keys = (*stats.SETTING, "base", "alpha", "pivot", "head")
+    lr_form = stats.group([r for r in rows if r["init"] == "emergence-lr"], keys)
+    print(f"{metric}: emergence − emergence-lr, paired by seed (percentage points)\n")
+    print("| model | config | lr | n | emergence % | emergence-lr % | Δ [95% CI] | p | diverged |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key, ms in stats.group([r for r in rows if r["init"] == "emergence"], keys).items():
+        other = lr_form.get(key, [])
+        a, b = stats.by_seed(ms, metric), stats.by_seed(other, metric)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        d = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
+        div = (
+            sum(r["status"] == "diverged" for r in ms),
+            sum(r["status"] == "diverged" for r in other),
+        )
+        config = label(ms[0]).removeprefix("emergence ")
+        print(
+            f"| {ms[0]['model']} | {config} | {ms[0]['lr']:g} | {d.n} | "
+            f"{pct(stats.summarize([a[s] for s in seeds]).mean)} | "
+            f"{pct(stats.summarize([b[s] for s in seeds]).mean)} | {diff(d)} | {pv(d.p)} | "
+            f"{div[0]} / {div[1]} |"
+        )
+
+
 def emergence(rows: list[Row], primary: list[str]) -> None:
     print("| model | init | log10 E at init, mean ± std | final acc % |")
     print("|---|---|---|---|")
@@ -183,7 +212,10 @@ def emergence(rows: list[Row], primary: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path)
-    parser.add_argument("table", choices=("accuracy", "steps", "lr-grid", "lr-best", "emergence"))
+    parser.add_argument(
+        "table",
+        choices=("accuracy", "steps", "lr-grid", "lr-best", "emergence", "weights-vs-rates"),
+    )
     parser.add_argument("--baseline", default=None, help="default: the study's stats.baseline")
     args = parser.parse_args()
     study = StudyDir(args.study)
@@ -199,6 +231,8 @@ def main() -> None:
         lr_grid(rows)
     elif args.table == "lr-best":
         lr_best(rows, baseline, cfg)
+    elif args.table == "weights-vs-rates":
+        weights_vs_rates(rows)
     else:
         emergence(rows, primary)
 

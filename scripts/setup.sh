@@ -9,4 +9,4 @@ python=${PYTHON:-python3}
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
-"${pip[@]}" -e ".[${EXTRAS:-graph,hf,bench,translation,dev}]"
+"${pip[@]}" -e ".[${EXTRAS:-all,dev}]"

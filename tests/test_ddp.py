@@ -4,9 +4,11 @@ same weights."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +21,12 @@ import torch.multiprocessing as mp
 
 from emergeinit.bench import config, ddp
 from emergeinit.bench.runner import execute_run
-from emergeinit.bench.study import expand
+from emergeinit.bench.study import StudyDir, expand
 from emergeinit.errors import ConfigError
 from emergeinit.models import build_model
 
-STUDY = ["train.seeds=[0]", "init.names=['emergence']", "stats.baseline=''",
-         "train.checkpoint_every=16"]  # fmt: skip
+STUDY = ["train.seeds=[0,1]", "init.names=['emergence']", "stats.baseline=''",
+         "train.checkpoint_every=8"]  # fmt: skip
 
 
 def events(folder: Path, kind: str) -> list[dict[str, Any]]:
@@ -32,12 +34,41 @@ def events(folder: Path, kind: str) -> list[dict[str, Any]]:
     return [e for e in map(json.loads, lines) if e["event"] == kind]
 
 
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+class Stop(BaseException):
+    pass
+
+
+def stop_at_20(step: int, total: int) -> None:
+    if step == 20:
+        raise Stop
+
+
 def test_two_cpu_ranks_match_the_single_process_run(tmp_path: Path) -> None:
-    (run,) = expand(config.load("smoke", STUDY))
+    cfg = config.load("smoke", STUDY)
+    fresh, resumed = expand(cfg)
+    study = tmp_path / "study"
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = execute_run(run, tmp_path / "single")
+        single = {r["run_id"]: execute_run(r, tmp_path / r["run_id"]) for r in (fresh, resumed)}
+        # The second run was interrupted (one process, checkpoint at step 16): under DDP it
+        # continues from there, rank 0 handing the checkpoint to rank 1.
+        StudyDir(study).claim(cfg)
+        with pytest.raises(Stop):
+            execute_run(resumed, study / "runs" / resumed["run_id"], on_progress=stop_at_20)
     finally:
         torch.set_num_threads(previous)
 
@@ -46,15 +77,24 @@ def test_two_cpu_ranks_match_the_single_process_run(tmp_path: Path) -> None:
            "2", "-m", "emergeinit.bench.ddp", "smoke", "--out", "study", "--quiet",
            *sets]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "EMERGEINIT_DATA_DIR"}
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == "study"
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=fo, stderr=fe)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # ranks out of step wait on each other for good
+            for pid in [*_descendants(proc.pid), proc.pid]:  # workers: their own sessions
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"the DDP study hung: its ranks fell out of step\n{err.read_text()}")
+    assert proc.returncode == 0, err.read_text()[-3000:]
+    assert out.read_text().strip().splitlines()[-1] == "study"
 
-    with (tmp_path / "study" / "results.csv").open() as fh:
-        (row,) = list(csv.DictReader(fh))
-    assert row["run_id"] == run["run_id"] and row["status"] == "ok"
-    folder = tmp_path / "study" / "runs" / run["run_id"]
-    (check,) = events(folder, "ddp")
+    with (study / "results.csv").open() as fh:
+        rows = {r["run_id"]: r for r in csv.DictReader(fh)}
+    assert set(rows) == set(single) and {r["status"] for r in rows.values()} == {"ok"}
+    (check,) = events(study / "runs" / fresh["run_id"], "ddp")
     assert check["world_size"] == 2 and check["backend"] == "gloo"
     assert len(check["weights_sha256"]) == 64
 
@@ -63,14 +103,23 @@ def test_two_cpu_ranks_match_the_single_process_run(tmp_path: Path) -> None:
     # differences (1e-7 at first) grow as SGD goes (measured: 3e-6 after epoch 1, 2e-3 at
     # step 64), so epoch 1 is held tight and the rest loosely; a wrong shard (measured: both
     # ranks on the same half) is already off by 1.7% at the first record, step 4.
-    ddp_loss = [(e["step"], e["loss"]) for e in events(folder, "train")]
-    one_loss = [(e["step"], e["loss"]) for e in events(tmp_path / "single", "train")]
-    assert [s for s, _ in ddp_loss] == [s for s, _ in one_loss] and len(one_loss) == 16
-    assert ddp_loss[0][1] == pytest.approx(one_loss[0][1], rel=1e-6)  # nothing built up yet
-    for (step, a), (_, b) in zip(ddp_loss, one_loss):
-        assert a == pytest.approx(b, rel=2e-5 if step <= 32 else 1e-2), step
-    assert float(row["test_acc_final"]) == pytest.approx(single["test_acc_final"], abs=0.02)
-    assert float(row["test_loss"]) == pytest.approx(single["test_loss"], rel=1e-2)
+    for rid, run_single in single.items():
+        folder = study / "runs" / rid
+        ddp_loss = [(e["step"], e["loss"]) for e in events(folder, "train")]
+        one_loss = [(e["step"], e["loss"]) for e in events(tmp_path / rid, "train")]
+        assert [s for s, _ in ddp_loss] == [s for s, _ in one_loss] and len(one_loss) == 16
+        assert ddp_loss[0][1] == pytest.approx(one_loss[0][1], rel=1e-6)  # nothing built up
+        for (step, a), (_, b) in zip(ddp_loss, one_loss):
+            assert a == pytest.approx(b, rel=2e-5 if step <= 32 else 1e-2), (rid, step)
+        row = rows[rid]
+        assert float(row["test_acc_final"]) == pytest.approx(run_single["test_acc_final"], abs=0.02)
+        assert float(row["test_loss"]) == pytest.approx(run_single["test_loss"], rel=1e-2)
+    # The resumed run kept its first 16 steps' events from the single process, bit for bit,
+    # and was not initialized (or announced) again.
+    folder = study / "runs" / resumed["run_id"]
+    assert len(events(folder, "init")) == 1 and not events(folder, "ddp")
+    kept = [e for e in events(folder, "train") if e["step"] <= 16]
+    assert kept == [e for e in events(tmp_path / resumed["run_id"], "train") if e["step"] <= 16]
 
 
 def _ranks(rank: int, world: int, store: str, out: str) -> None:

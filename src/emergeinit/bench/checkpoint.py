@@ -237,8 +237,10 @@ class RunJournal:
         """Move an unusable checkpoint out of the way (kept for inspection) and say so."""
         message = f"run {self.run_id}: {reason}; the run restarts from scratch"
         self.notes.append(message)
+        if not self.writer:  # under DDP rank 0 says it, once
+            return
         print(f"error: {message}", file=sys.stderr, flush=True)
-        if self.writer and self.checkpoint_path.exists():
+        if self.checkpoint_path.exists():
             os.replace(
                 self.checkpoint_path, self.checkpoint_path.with_name(CHECKPOINT + ".corrupt")
             )

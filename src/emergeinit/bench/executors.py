@@ -75,7 +75,7 @@ class LocalExecutor:
 _messages: Any = None  # the pool worker's queue back to the driver (set by _init_worker)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: have the kernel kill this process when its parent dies (even by SIGKILL), so a
     killed study leaves no orphan still writing a run that its rerun will resume."""
     if not sys.platform.startswith("linux"):
@@ -84,13 +84,13 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
-def _init_worker(threads: int, messages: Any) -> None:
+def _init_worker(threads: int, messages: Any, parent: int) -> None:
     global _messages
-    _die_with_parent()
+    _die_with_parent(parent)
     _messages = messages
     torch.set_num_threads(threads)
     # Inter-op threads are irrelevant for these eager models but would add idle threads.
@@ -129,7 +129,7 @@ class PoolExecutor:
             max_workers=self.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(self.threads, messages),
+            initargs=(self.threads, messages, os.getpid()),
         ) as pool:
             pending = {pool.submit(_work, r, run_dir(r["run_id"]), data_dir): r for r in runs}
             while pending:
