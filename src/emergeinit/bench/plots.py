@@ -183,23 +183,20 @@ def _emergence(rows: list[Row], folder: Path, metric: str) -> Path | None:
     if not measured:
         return None
     fig, (ax_a, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for j, (key, members) in enumerate(stats.group(measured, ("model", "init")).items()):
-        color = plt.cm.tab10(j % 10)
+    # Colour says the init, the marker the model, so series stay distinct past ten of them.
+    inits = list(dict.fromkeys(r["init"] for r in measured))
+    models = list(dict.fromkeys(r["model"] for r in measured))
+    markers = "osD^vP*X<>"
+    for (model, init), members in stats.group(measured, ("model", "init")).items():
+        style = {
+            "s": 14,
+            "color": plt.cm.tab10(inits.index(init) % 10),
+            "marker": markers[models.index(model) % len(markers)],
+            "label": f"{init} · {model}",
+        }
         alphas = [r["alpha"] if r["alpha"] is not None else 1.0 for r in members]
-        ax_a.scatter(
-            alphas,
-            [r["log10_e_init"] for r in members],
-            s=14,
-            color=color,
-            label=f"{key[1]} · {key[0]}",
-        )
-        ax_acc.scatter(
-            [r["log10_e_init"] for r in members],
-            [r[metric] for r in members],
-            s=14,
-            color=color,
-            label=f"{key[1]} · {key[0]}",
-        )
+        ax_a.scatter(alphas, [r["log10_e_init"] for r in members], **style)
+        ax_acc.scatter([r["log10_e_init"] for r in members], [r[metric] for r in members], **style)
     ax_a.set(xlabel="alpha (baselines at 1)", ylabel="log10 E at init")
     _alpha_axis(ax_a, sorted({r["alpha"] if r["alpha"] is not None else 1.0 for r in measured}))
     ax_acc.set(xlabel="log10 E at init", ylabel=metric)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ...errors import ConfigError
 from ...models.transformer import Seq2SeqTransformer
+from ..checkpoint import CheckpointError, capture_rng, restore_rng
 from .data import EncodedSplit, TranslationData
 from .decode import beam_search, greedy_decode
 from .metrics import Scores, score
@@ -105,6 +106,8 @@ class TranslationOutcome:
     eval_seconds: float
     hypotheses: list[str]
     val_losses: list[float]
+    # The training state at the end (what ``on_checkpoint`` gets), for the final checkpoint.
+    end_state: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, Any]:
         """The columns a results table needs (NaN where not measured)."""
@@ -236,6 +239,9 @@ def train_translation(
     out_dir: str | Path | None = None,
     param_groups: list[dict[str, Any]] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> TranslationOutcome:
     """Train ``model`` (already initialized) on ``data``; evaluate; score the test split.
 
@@ -247,6 +253,11 @@ def train_translation(
     ``emit``. Writes the test hypotheses to ``out_dir/hypotheses.txt`` (and, next to their
     references, to ``out_dir/test.tsv``) when ``out_dir`` is given. A non-finite loss ends
     the run as ``diverged`` (a result, not an error).
+
+    ``on_checkpoint`` receives the training state (model, optimizer, schedule, every random
+    stream, the position in the batch order, the logged losses) every ``checkpoint_every``
+    updates before the last; ``resume`` (such a state) continues an interrupted run bit for
+    bit. The state at the end is the outcome's ``end_state``.
     """
     emit = emit or (lambda record: None)
     device = settings.device
@@ -270,11 +281,43 @@ def train_translation(
 
     status, step, epoch_done, val_losses, train_loss = "ok", 0, 0.0, [], math.nan
     running, running_tokens = 0.0, 0
+    # Where the loop stands: ``position`` is the next batch of epoch ``first`` in ``order``.
+    first, position, order, seconds_before = 1, 0, None, 0.0
+    if resume is not None:
+        try:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            schedule.load_state_dict(resume["scheduler"])
+            order_rng.set_state(resume["generator"])
+            restore_rng(resume["rng"])
+            loop = resume["loop"]
+            step, first, position, order = loop["step"], loop["epoch"], loop["position"], loop["order"]
+            running, running_tokens = loop["running"], loop["running_tokens"]
+            train_loss, val_losses = loop["train_loss"], list(loop["val_losses"])
+            seconds_before = loop["train_seconds"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"does not fit this run ({type(exc).__name__}: {exc})") from exc
     started = time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
-        position = 0
-        for position, b in enumerate(torch.randperm(len(train_batches), generator=order_rng)):
-            batch = train_batches[int(b)]
+
+    def state(epoch: int) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(), "generator": order_rng.get_state(),
+            "rng": capture_rng(torch.device(device)),
+            "loop": {"step": step, "epoch": epoch, "position": position,
+                     "order": None if order is None else order.clone(),
+                     "running": running, "running_tokens": running_tokens,
+                     "train_loss": train_loss, "val_losses": list(val_losses),
+                     "train_seconds": seconds_before + time.perf_counter() - started},
+        }
+
+    epoch = first
+    for epoch in range(first, settings.epochs + 1):
+        if order is None:  # a new epoch; a resumed one goes on in its own order
+            order = torch.randperm(len(train_batches), generator=order_rng)
+        while position < len(order):
+            batch = train_batches[int(order[position])]
+            position += 1
             loss = batch_loss(model, batch, settings.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             (loss / batch.tokens).backward()
@@ -292,21 +335,26 @@ def train_translation(
             if step % settings.log_every == 0 or step == total:
                 train_loss = running / running_tokens
                 emit({"event": "train", "step": step,
-                      "epoch": epoch - 1 + (position + 1) / len(train_batches),
+                      "epoch": epoch - 1 + position / len(train_batches),
                       "loss": train_loss, "lr": optimizer.param_groups[0]["lr"]})
                 running, running_tokens = 0.0, 0
                 if on_progress is not None:
                     on_progress(step, total)
+            if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 \
+                    and step < total:
+                on_checkpoint(state(epoch))
             if _out_of_steps(settings, step):
                 break
-        epoch_done = epoch - 1 + (position + 1) / len(train_batches)
+        epoch_done = epoch - 1 + position / len(train_batches)
+        order, position = None, 0
         if status != "ok":
             break
         val_losses.append(evaluate_loss(model, valid_batches))
         emit({"event": "valid", "epoch": epoch_done, "step": step, "val_loss": val_losses[-1]})
         if _out_of_steps(settings, step):
             break
-    train_seconds = time.perf_counter() - started
+    train_seconds = seconds_before + time.perf_counter() - started
+    end_state = state(epoch)
 
     nan = float("nan")
     if status != "ok":
@@ -315,7 +363,7 @@ def train_translation(
         zero = Scores(bleu=0.0, bleu_tok=0.0, chrf=0.0)
         return TranslationOutcome(status, step, epoch_done, nan, nan, nan, zero,
                                   zero if settings.valid_bleu else None,
-                                  train_seconds, 0.0, [], val_losses)
+                                  train_seconds, 0.0, [], val_losses, end_state)
     started = time.perf_counter()
     test_loss = evaluate_loss(model, test_batches)
     hypotheses = translate(model, data.test, settings, data.decode_target)
@@ -339,7 +387,7 @@ def train_translation(
     return TranslationOutcome(status, step, epoch_done, train_loss,
                               val_losses[-1] if val_losses else nan,
                               test_loss, scores, valid_scores, train_seconds, eval_seconds,
-                              hypotheses, val_losses)
+                              hypotheses, val_losses, end_state)
 
 
 __all__ = ["Batch", "TrainSettings", "TranslationOutcome", "batch_loss", "evaluate_loss",
