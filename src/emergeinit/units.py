@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import nn
@@ -44,8 +44,19 @@ BLOCK_TYPES: tuple[type[nn.Module], ...] = (nn.TransformerEncoderLayer, nn.Trans
 BLOCK_SUFFIXES = ("Block", "Layer")
 
 UnitKind = Literal["layer", "block", "group"]
-# (unit name, module type, kind, [(module name, module), ...]) before weights are collected
-_Candidate = tuple[str, str, UnitKind, list[tuple[str, nn.Module]]]
+
+
+class _Candidate(NamedTuple):
+    """A unit before its weights are collected; its first member anchors its place in order."""
+
+    name: str
+    module_type: str
+    kind: UnitKind
+    members: list[tuple[str, nn.Module]]
+
+    @property
+    def anchor(self) -> int:
+        return id(self.members[0][1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -316,9 +327,11 @@ def depth_units(
                 " naming the modules of each block, or units='layers'."
             )
         mode = "blocks" if blocks else "layers"
-        candidates = [(name, type(m).__name__, "block", [(name, m)]) for name, m in blocks]
+        candidates = [
+            _Candidate(name, type(m).__name__, "block", [(name, m)]) for name, m in blocks
+        ]
         candidates += [
-            (name, type(m).__name__, "layer", [(name, m)])
+            _Candidate(name, type(m).__name__, "layer", [(name, m)])
             for name, m in layers
             if not any(_within(name, block) for block, _ in blocks)
         ]
@@ -326,28 +339,23 @@ def depth_units(
     order: Order
     notes: list[str] = []
     never_called: set[str] = set()
-    rank_of = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
     if mode == "groups":
-        order = "given"
-        ranked = candidates
+        order, ranked = "given", candidates
     elif example_input is not None:
         order = "traced"
-        first = trace_first_calls(model, example_input, [m for c in candidates for _, m in c[3]])
-        never = [c for c in candidates if id(c[3][0][1]) not in first]
-        called = sorted(
-            (c for c in candidates if id(c[3][0][1]) in first), key=lambda c: first[id(c[3][0][1])]
-        )
-        never.sort(key=lambda c: rank_of[id(c[3][0][1])])
+        anchors = [m for c in candidates for _, m in c.members]
+        first = trace_first_calls(model, example_input, anchors)
+        called = sorted((c for c in candidates if c.anchor in first), key=lambda c: first[c.anchor])
+        never = _in_registration_order(model, [c for c in candidates if c.anchor not in first])
         ranked = called + never
-        never_called = {c[0] for c in never}
+        never_called = {c.name for c in never}
         if never:
             notes.append(
                 "not called by the example forward pass, placed last: "
-                + ", ".join(c[0] for c in never)
+                + ", ".join(c.name for c in never)
             )
     else:
-        order = "registration"
-        ranked = sorted(candidates, key=lambda c: rank_of[id(c[3][0][1])])
+        order, ranked = "registration", _in_registration_order(model, candidates)
         notes.append("order: registration (pass example_input to trace the forward order)")
 
     claimed: dict[int, str] = {pid: f"embedding {name}" for pid, name in embedding_weights.items()}
@@ -381,14 +389,20 @@ def depth_units(
             "ConvTranspose, Bilinear, MultiheadAttention or transformer blocks); embeddings, "
             "normalization layers and recurrent layers are never scaled."
         )
+    tied_names = {s.name for s in skipped}
     accounted = {id(w.param) for u in result for w in u.weights} | {
-        id(p) for n, p in model.named_parameters() if n in {s.name for s in skipped}
+        id(p) for n, p in model.named_parameters() if n in tied_names
     }
     for param_name, param in model.named_parameters():
         if id(param) not in accounted:
             reason = _skip_reason(model, param_name, grouped=mode == "groups")
             skipped.append(SkippedParameter(param_name, reason))
     return DepthUnitList(result, order=order, mode=mode, skipped=skipped, notes=notes)
+
+
+def _in_registration_order(model: nn.Module, candidates: list[_Candidate]) -> list[_Candidate]:
+    rank_of = {id(m): i for i, m in enumerate(model.modules())}
+    return sorted(candidates, key=lambda c: rank_of[c.anchor])
 
 
 def _group_candidates(model: nn.Module, groups: Sequence[Sequence[str]]) -> list[_Candidate]:
@@ -417,7 +431,7 @@ def _group_candidates(model: nn.Module, groups: Sequence[Sequence[str]]) -> list
             seen[name] = index
             members.append((name, known[name]))
         types = sorted({type(m).__name__ for _, m in members})
-        candidates.append(("+".join(group), "+".join(types), "group", members))
+        candidates.append(_Candidate("+".join(group), "+".join(types), "group", members))
     return candidates
 
 

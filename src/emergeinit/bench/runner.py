@@ -6,7 +6,7 @@ CPU and, for one seed, every init sees the same data order and the same base-ini
 
 Runs are durable (:mod:`.checkpoint`): a classification run checkpoints every
 ``train.checkpoint_every`` steps and at the end, and :func:`execute_run` on a run directory
-that holds a checkpoint continues from it, bit for bit. Translation runs restart from scratch.
+that holds a checkpoint continues from it, bit for bit. Translation runs do the same.
 """
 
 from __future__ import annotations
@@ -194,11 +194,12 @@ def translation(
     data_dir: Path | None,
     on_progress: Progress | None,
     run_dir: Path | None = None,
+    journal: RunJournal | None = None,
 ) -> dict[str, Any]:
     """The translation task (issue 5), imported lazily: it needs sacrebleu and sentencepiece."""
     from .translation.task import run_translation
 
-    return run_translation(run, emit, data_dir, on_progress, run_dir)
+    return run_translation(run, emit, data_dir, on_progress, run_dir, journal)
 
 
 # Task name -> function(run, emit, data_dir, on_progress, run_dir[, journal]).
@@ -207,7 +208,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "translation": translation,
 }
 # Tasks that take a ``journal`` and checkpoint through it; the others restart on resume.
-RESUMABLE = frozenset({"classification"})
+RESUMABLE = frozenset({"classification", "translation"})
 
 
 def execute_run(

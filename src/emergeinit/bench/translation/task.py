@@ -15,6 +15,7 @@ import torch
 
 from ...errors import ConfigError
 from ...models import build_model
+from ..checkpoint import CheckpointError, RunJournal
 from .data import DataSettings, prepare_data
 from .schema import CORPUS_DEFAULTS, tokenizer_args
 from .tokenizer import TokenizerSettings
@@ -52,12 +53,19 @@ def run_translation(
     data_dir: Path | None,
     on_progress: Callable[[int, int], None] | None,
     run_dir: Path | None = None,
+    journal: RunJournal | None = None,
 ) -> dict[str, Any]:
-    """One translation run: data -> model -> init -> train -> scores, as result columns."""
+    """One translation run: data -> model -> init -> train -> scores, as result columns.
+
+    With a ``journal`` it checkpoints every ``train.checkpoint_every`` steps and at the end,
+    and continues from ``journal.resumed`` when set, as classification runs do: the model is
+    rebuilt and initialized again, then every state is overwritten from the checkpoint.
+    """
     from ..inits import InitContext, apply_init
     from ..runner import _device, derive_seed, generator
 
     seed = run["seed"]
+    resume = journal.resumed if journal is not None else None
     device = _device(run["train"]["device"])
     settings = data_settings(run["data"])
     if settings.source == "parallel" and not settings.dir and data_dir is not None:
@@ -65,8 +73,9 @@ def run_translation(
     # Tokenizers live in the study directory (runs/<id>/ is two levels below it).
     cache = run_dir.parent.parent / "tokenizers" if run_dir else Path("tokenizers")
     data = prepare_data(settings, TokenizerSettings(**tokenizer_args(run["translation"])), cache)
-    for note in data.notes:
-        emit({"event": "note", "text": note})
+    if resume is None:  # a resumed run's notes are in the stream already
+        for note in data.notes:
+            emit({"event": "note", "text": note})
 
     torch.manual_seed(derive_seed(seed, "model"))
     spec = f"{run['model']},src_vocab={data.src_vocab},tgt_vocab={data.tgt_vocab}"
@@ -78,15 +87,30 @@ def run_translation(
     start = time.perf_counter()
     outcome = apply_init(run["init"]["name"], model, ctx)
     init_seconds = time.perf_counter() - start
-    emit({"event": "init", "seconds": init_seconds, "log10_e": None, **outcome.info})
+    if resume is None:
+        emit({"event": "init", "seconds": init_seconds, "log10_e": None, **outcome.info})
+    else:  # timed, and streamed, by the attempt that wrote the checkpoint
+        try:
+            init_seconds = resume["init"]["seconds"]
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"does not fit this run (no init record: {exc!r})") from exc
+    init_state = {"seconds": init_seconds, "log10_e": None}
+
+    def save(state: dict[str, Any]) -> None:
+        assert journal is not None
+        journal.save({**state, "init": init_state})
 
     result = train_translation(
         model,  # type: ignore[arg-type]  # build_model returns the Seq2SeqTransformer
         data, train_settings(run, device.type), seed=derive_seed(seed, "data-order"),
         emit=emit, out_dir=run_dir, param_groups=outcome.param_groups, on_progress=on_progress,
+        resume=resume, checkpoint_every=run["train"]["checkpoint_every"],
+        on_checkpoint=save if journal is not None else None,
     )
     row = result.row()
     row.update(init_seconds=init_seconds, log10_e_init=None)
+    if journal is not None:
+        journal.save({**result.end_state, "init": init_state}, finished=True, summary=row)
     return row
 
 

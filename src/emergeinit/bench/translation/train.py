@@ -282,7 +282,8 @@ def train_translation(
     status, step, epoch_done, val_losses, train_loss = "ok", 0, 0.0, [], math.nan
     running, running_tokens = 0.0, 0
     # Where the loop stands: ``position`` is the next batch of epoch ``first`` in ``order``.
-    first, position, order, seconds_before = 1, 0, None, 0.0
+    first, position, seconds_before = 1, 0, 0.0
+    order: Tensor | None = None
     if resume is not None:
         try:
             model.load_state_dict(resume["model"])
@@ -291,7 +292,8 @@ def train_translation(
             order_rng.set_state(resume["generator"])
             restore_rng(resume["rng"])
             loop = resume["loop"]
-            step, first, position, order = loop["step"], loop["epoch"], loop["position"], loop["order"]
+            step, first, position = loop["step"], loop["epoch"], loop["position"]
+            order = loop["order"]
             running, running_tokens = loop["running"], loop["running_tokens"]
             train_loss, val_losses = loop["train_loss"], list(loop["val_losses"])
             seconds_before = loop["train_seconds"]
@@ -340,8 +342,8 @@ def train_translation(
                 running, running_tokens = 0.0, 0
                 if on_progress is not None:
                     on_progress(step, total)
-            if on_checkpoint is not None and checkpoint_every and step % checkpoint_every == 0 \
-                    and step < total:
+            if (on_checkpoint is not None and checkpoint_every
+                    and step % checkpoint_every == 0 and step < total):
                 on_checkpoint(state(epoch))
             if _out_of_steps(settings, step):
                 break
