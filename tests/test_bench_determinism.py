@@ -4,24 +4,15 @@ one set of base-init draws, whatever the init."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from emergeinit.bench import config
 from emergeinit.bench.runner import execute_run
 from emergeinit.bench.study import expand
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Two threads on two cores shared with other jobs can run 5x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TIMING = {"seconds", "wall_seconds"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -13,14 +11,7 @@ from emergeinit.bench.gradinit import gradinit_
 from emergeinit.bench.inits import DESCRIPTIONS, INITS, InitContext, apply_init
 from emergeinit.models import build_model, example_input
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Two threads on two cores shared with other jobs can run 5x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SPEC = "mlp:16-12x3-4"

@@ -267,6 +267,8 @@ def test_bad_groups() -> None:
         depth_units(model, units="layers", groups=[["0"]])
     except ConfigError as exc:
         assert "either" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("expected ConfigError for units= with groups=")
 
 
 def test_no_units() -> None:

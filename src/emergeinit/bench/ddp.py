@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -38,7 +38,8 @@ from torch import nn
 from ..errors import ConfigError
 from .train import Shard
 
-Callbacks = Any  # executors.Callbacks; imported lazily to keep this module light
+if TYPE_CHECKING:  # executors imports runner, which imports this module
+    from .executors import Callbacks
 
 
 @dataclass(frozen=True)
@@ -139,21 +140,12 @@ class LeaderExecutor:
         data_dir: Path | None,
         cb: Callbacks,
     ) -> None:
-        from .runner import execute_run
+        from .executors import run_here
 
         for run in runs:
-            rid: str = run["run_id"]
-            path = run_dir(rid)
-            share((run, str(path), str(data_dir) if data_dir else None))
-            cb.on_start(run)
-
-            def progress(step: int, total: int, rid: str = rid) -> None:
-                cb.on_progress(rid, step, total)
-
-            summary = execute_run(run, path, data_dir, progress)
-            cb.on_done(run, summary)
-            if summary["status"] == "failed":
-                raise _Crashed(rid)
+            share((run, str(run_dir(run["run_id"])), str(data_dir) if data_dir else None))
+            if run_here(run, run_dir, data_dir, cb)["status"] == "failed":
+                raise _Crashed(run["run_id"])
 
 
 def _follow() -> int:

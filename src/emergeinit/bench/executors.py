@@ -43,6 +43,21 @@ def threads_per_worker(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def run_here(
+    run: dict[str, Any], run_dir: Callable[[str], Path], data_dir: Path | None, cb: Callbacks
+) -> dict[str, Any]:
+    """One run in this process, reported through ``cb``; returns its summary."""
+    rid: str = run["run_id"]
+    cb.on_start(run)
+
+    def progress(step: int, total: int) -> None:
+        cb.on_progress(rid, step, total)
+
+    summary = execute_run(run, run_dir(rid), data_dir, progress)
+    cb.on_done(run, summary)
+    return summary
+
+
 class LocalExecutor:
     """Runs one after another in this process."""
 
@@ -61,13 +76,7 @@ class LocalExecutor:
             torch.set_num_threads(self.threads)
         try:
             for run in runs:
-                rid: str = run["run_id"]
-                cb.on_start(run)
-
-                def progress(step: int, total: int, rid: str = rid) -> None:
-                    cb.on_progress(rid, step, total)
-
-                cb.on_done(run, execute_run(run, run_dir(rid), data_dir, progress))
+                run_here(run, run_dir, data_dir, cb)
         finally:
             torch.set_num_threads(previous)
 
@@ -297,7 +306,7 @@ class Executor(Protocol):
     ) -> None: ...
 
 
-def make_executor(workers: int) -> LocalExecutor | PoolExecutor:
+def make_executor(workers: int) -> Executor:
     """``workers == 1``: in-process; more: a process pool with fixed torch threads per worker."""
     if workers <= 1:
         return LocalExecutor()

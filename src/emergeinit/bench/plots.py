@@ -92,6 +92,25 @@ def _mean_ci(values: list[float]) -> tuple[float, float]:
     return s.mean, (s.high - s.mean) if s.n > 1 else 0.0
 
 
+def _errorbars(ax: Any, line: list[Row], x: str, metric: str, label: str, color: Any) -> None:
+    """Mean and confidence half-width of ``metric`` at each value of ``x`` along one line."""
+    by_x = defaultdict(list)
+    for r in line:
+        if r[metric] is not None:
+            by_x[r[x]].append(r[metric])
+    xs = sorted(by_x)
+    ys = [_mean_ci(by_x[v]) for v in xs]
+    ax.errorbar(
+        xs,
+        [y for y, _ in ys],
+        yerr=[e for _, e in ys],
+        marker="o",
+        capsize=3,
+        label=label,
+        color=color,
+    )
+
+
 def _vs_alpha(rows: list[Row], folder: Path, metric: str) -> Path | None:
     emergence = [r for r in rows if r["init"] in EMERGENCE_INITS]
     if len({r["alpha"] for r in emergence}) < 2:
@@ -103,22 +122,8 @@ def _vs_alpha(rows: list[Row], folder: Path, metric: str) -> Path | None:
         for j, (_, line) in enumerate(stats.group(
             [r for r in members if r["init"] in EMERGENCE_INITS], keys
         ).items()):  # fmt: skip
-            by_alpha = defaultdict(list)
-            for r in line:
-                if r[metric] is not None:
-                    by_alpha[r["alpha"]].append(r[metric])
-            xs = sorted(by_alpha)
-            ys = [_mean_ci(by_alpha[a]) for a in xs]
             name = _label(line[0] | {"alpha": math.nan}).replace(" α=nan", "")
-            ax.errorbar(
-                xs,
-                [y for y, _ in ys],
-                yerr=[e for _, e in ys],
-                marker="o",
-                capsize=3,
-                label=name,
-                color=plt.cm.tab10(j % 10),
-            )
+            _errorbars(ax, line, "alpha", metric, name, plt.cm.tab10(j % 10))
         for k, (_, base) in enumerate(stats.group(
             [r for r in members if r["init"] not in EMERGENCE_INITS], ("init",)
         ).items()):  # fmt: skip
@@ -151,21 +156,7 @@ def _vs_lr(rows: list[Row], folder: Path, metric: str) -> Path | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (key, members) in zip(axes[0], panels.items(), strict=True):
         for j, (_, line) in enumerate(stats.group(members, stats.INIT_KEYS).items()):
-            by_lr = defaultdict(list)
-            for r in line:
-                if r[metric] is not None:
-                    by_lr[r["lr"]].append(r[metric])
-            xs = sorted(by_lr)
-            ys = [_mean_ci(by_lr[x]) for x in xs]
-            ax.errorbar(
-                xs,
-                [y for y, _ in ys],
-                yerr=[e for _, e in ys],
-                marker="o",
-                capsize=3,
-                label=_label(line[0]),
-                color=plt.cm.tab10(j % 10),
-            )
+            _errorbars(ax, line, "lr", metric, _label(line[0]), plt.cm.tab10(j % 10))
         lrs = sorted({r["lr"] for r in members})
         ax.set(xscale="log", xlabel="learning rate", ylabel=metric, title=f"{key[1]} ({key[2]})")
         ax.set_xticks(lrs, [f"{v:g}" for v in lrs])

@@ -29,9 +29,7 @@ from . import ddp
 from .checkpoint import CheckpointError, RunJournal, capture_rng, exclusive, restore_rng
 from .data import Splits, load_splits
 from .inits import InitContext, apply_init
-from .train import MetricSink, build_optimizer, train_classification
-
-Progress = Callable[[int, int], None]
+from .train import MetricSink, Progress, _finite_or_none, build_optimizer, train_classification
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -87,7 +85,7 @@ def _measurer(run: dict[str, Any], splits: Splits) -> Callable[[nn.Module], floa
             value = float(result.log10_e_mean)
         finally:
             model.train(was_training)
-        return value if value == value and abs(value) != float("inf") else None
+        return _finite_or_none(value)
 
     return measure
 
@@ -202,13 +200,12 @@ def translation(
     return run_translation(run, emit, data_dir, on_progress, run_dir, journal)
 
 
-# Task name -> function(run, emit, data_dir, on_progress, run_dir[, journal]).
+# Task name -> function(run, emit, data_dir, on_progress, run_dir, journal); every task
+# checkpoints through its journal.
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "classification": classification,
     "translation": translation,
 }
-# Tasks that take a ``journal`` and checkpoint through it; the others restart on resume.
-RESUMABLE = frozenset({"classification", "translation"})
 
 
 def execute_run(
@@ -268,8 +265,6 @@ def _attempt(
     if state is not None and state["finished"]:
         return dict(state["summary"])  # trained to the end; only its row was not recorded
     task = TASKS[run["task"]]
-    if run["task"] not in RESUMABLE:
-        return task(run, journal.emit, data_dir, on_progress, run_dir)
     try:
         return task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
     except CheckpointError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -11,7 +10,14 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schedule import check_choice
-from .network import Activity, EmergenceResult, Form, Granularity, measure_emergence
+from .network import (
+    Activity,
+    EmergenceResult,
+    Form,
+    Granularity,
+    _check_tau,
+    measure_emergence,
+)
 
 _STATE_VERSION = 1
 
@@ -60,8 +66,7 @@ class EmergenceTracker:
         check_choice("form", form, get_args(Form))
         check_choice("activity", activity, get_args(Activity))
         check_choice("granularity", granularity, get_args(Granularity))
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not math.isfinite(tau):
-            raise ConfigError(f"tau must be a finite real number, got {tau!r}.")
+        tau = _check_tau(tau)
         tensors = (probe,) if isinstance(probe, torch.Tensor) else tuple(probe)
         if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
             raise ConfigError("probe must be a tensor or a non-empty sequence of tensors.")
@@ -69,7 +74,7 @@ class EmergenceTracker:
         self._on_device: tuple[torch.Tensor, ...] = self._probe
         self.every = every
         self.options: dict[str, Any] = {
-            "tau": float(tau),
+            "tau": tau,
             "form": form,
             "activity": activity,
             "granularity": granularity,

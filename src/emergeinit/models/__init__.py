@@ -163,6 +163,15 @@ def _build_resnet(parsed: ModelSpec, spec: str) -> nn.Module:
     return ResNet(shape[0], stages, _int(parsed.arch[-1], spec), batch_norm=parsed.batch_norm)
 
 
+def _vocabs(parsed: ModelSpec, spec: str) -> tuple[int, int]:
+    """The source and target vocabulary sizes (``vocab=N`` sets both; default 1000)."""
+    vocab = _int(parsed.options.get("vocab", "1000"), spec)
+    return (
+        _int(parsed.options.get("src_vocab", str(vocab)), spec),
+        _int(parsed.options.get("tgt_vocab", str(vocab)), spec),
+    )
+
+
 def _build_transformer(parsed: ModelSpec, spec: str) -> nn.Module:
     from .transformer import TRANSFORMER_SIZES, Seq2SeqTransformer
 
@@ -174,14 +183,14 @@ def _build_transformer(parsed: ModelSpec, spec: str) -> nn.Module:
             f"transformer size must be one of {', '.join(TRANSFORMER_SIZES)}, got {spec!r}"
         )
     options = parsed.options
-    vocab = _int(options.get("vocab", "1000"), spec)
+    src_vocab, tgt_vocab = _vocabs(parsed, spec)
     try:
         dropout = float(options.get("dropout", "0.1"))
     except ValueError:
         raise ConfigError(f"dropout must be a number in [0, 1) in {spec!r}") from None
     return Seq2SeqTransformer(
-        _int(options.get("src_vocab", str(vocab)), spec),
-        _int(options.get("tgt_vocab", str(vocab)), spec),
+        src_vocab,
+        tgt_vocab,
         **TRANSFORMER_SIZES[size],
         dropout=dropout,
         norm_first=_bool(options.get("norm_first", "false"), "norm_first", spec),
@@ -221,9 +230,7 @@ def example_input(
         features = _int(parsed.arch[0], spec)
         return torch.randn(batch_size, features, generator=generator)
     if parsed.kind == "transformer":
-        vocab = _int(parsed.options.get("vocab", "1000"), spec)
-        src_vocab = _int(parsed.options.get("src_vocab", str(vocab)), spec)
-        tgt_vocab = _int(parsed.options.get("tgt_vocab", str(vocab)), spec)
+        src_vocab, tgt_vocab = _vocabs(parsed, spec)
         # Token 0 is padding; draw real tokens only.
         src = torch.randint(1, src_vocab, (batch_size, 8), generator=generator)
         tgt = torch.randint(1, tgt_vocab, (batch_size, 7), generator=generator)

@@ -8,7 +8,7 @@ the tokenizers are cached on disk in the study directory for every other process
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from ...errors import ConfigError
 from .corpus import CorpusSettings, build_corpus
 from .metrics import moses_detokenizer
 from .parallel import ParallelText, has_bpe, load_parallel, undo_bpe
-from .tokenizer import BOS_ID, EOS_ID, TokenizerSettings, load_or_train
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerSettings, load_or_train
 
 SOURCES = ("numbers", "dates", "parallel")
 TOKENIZED = ("auto", "yes", "no")
@@ -69,11 +69,9 @@ class DataSettings:
             raise ConfigError(f"data.max_len must be an integer >= 8, got {self.max_len!r}.")
 
     def corpus(self) -> CorpusSettings:
-        return CorpusSettings(
-            kind=self.source, train_size=self.train_size, valid_size=self.valid_size,
-            test_size=self.test_size, max_number=self.max_number, max_terms=self.max_terms,
-            seed=self.seed,
-        )
+        """The built-in corpus's settings: ``source`` is its ``kind``, the rest share names."""
+        shared = {f.name: getattr(self, f.name) for f in fields(CorpusSettings) if f.name != "kind"}
+        return CorpusSettings(kind=self.source, **shared)
 
 
 @dataclass
@@ -105,8 +103,8 @@ class TranslationData:
     def example_batch(self, size: int = 4) -> tuple[Tensor, Tensor]:
         """``(src, tgt_in)`` of the first training pairs: an example input for tracing."""
         pad = torch.nn.utils.rnn.pad_sequence
-        src = pad(self.train.src[:size], batch_first=True)
-        tgt = pad([t[:-1] for t in self.train.tgt[:size]], batch_first=True)
+        src = pad(self.train.src[:size], batch_first=True, padding_value=PAD_ID)
+        tgt = pad([t[:-1] for t in self.train.tgt[:size]], batch_first=True, padding_value=PAD_ID)
         return src, tgt
 
 

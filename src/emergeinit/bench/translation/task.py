@@ -67,9 +67,12 @@ def run_translation(
     seed = run["seed"]
     resume = journal.resumed if journal is not None else None
     device = _device(run["train"]["device"])
-    settings = data_settings(run["data"])
-    if settings.source == "parallel" and not settings.dir and data_dir is not None:
-        settings = data_settings({**run["data"], "dir": str(data_dir)})
+    table = run["data"]
+    # The preflight already fills data.dir from --data-dir; this covers runs started without it
+    # (DataSettings rejects a parallel source without a dir, so the fallback must come first).
+    if table["dataset"] == "parallel" and not table["dir"] and data_dir is not None:
+        table = {**table, "dir": str(data_dir)}
+    settings = data_settings(table)
     # Tokenizers live in the study directory (runs/<id>/ is two levels below it).
     cache = run_dir.parent.parent / "tokenizers" if run_dir else Path("tokenizers")
     data = prepare_data(settings, TokenizerSettings(**tokenizer_args(run["translation"])), cache)
