@@ -328,17 +328,50 @@ def test_a_stray_quote_does_not_swallow_the_rows_after_it(tmp_path: Path) -> Non
     assert [d.line for d in loaded.damaged] == [2, 13]
 
 
-def test_a_bounded_record_length_keeps_a_stray_quote_cheap(
+class CountingLines(list):  # type: ignore[type-arg]
+    """The file's lines, counting how often the reader fetches one."""
+
+    fetched = 0
+
+    def __getitem__(self, index: Any) -> Any:
+        CountingLines.fetched += 1
+        return super().__getitem__(index)
+
+
+def test_a_stray_quote_costs_at_most_the_field_size_limit_of_reading_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store, "MAX_RECORD_LINES", 3)
     path = tmp_path / "results.csv"
-    good = [make_row(i) for i in range(10)]
+    good = [make_row(i) for i in range(500)]  # no quote anywhere to close the stray one
     lines = lines_of(todays_file(tmp_path / "clean.csv", good))
     path.write_bytes(b"".join([lines[0], b'"stray\n', *lines[1:]]))
-    with pytest.warns(ResultsWarning, match="line 2: not valid CSV"):
-        loaded = read_results(path, COLUMNS)
-    assert len(loaded.rows) == 10
+    real_read = store._File.read
+
+    def counting_read(file: Path) -> Any:
+        found = real_read(file)
+        found.lines = CountingLines(found.lines)
+        return found
+
+    monkeypatch.setattr(store._File, "read", counting_read)
+    CountingLines.fetched = 0
+    limit = csv.field_size_limit(20 * len(lines[1]))  # the stray cell gives up after ~20 rows
+    try:
+        with pytest.warns(ResultsWarning, match="line 2: not valid CSV"):
+            loaded = read_results(path, COLUMNS)
+    finally:
+        csv.field_size_limit(limit)
+    assert len(loaded.rows) == 500
+    assert CountingLines.fetched < len(lines) + 1 + 25  # not the whole file read twice
+
+
+def test_a_runaway_error_message_is_cut_to_what_readers_accept(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    huge = "RuntimeError: " + "x" * csv.field_size_limit()
+    with ResultsStore(path, COLUMNS) as results:
+        results.append(make_row(1, "failed", error=huge))
+    (row,) = read_results(path, COLUMNS).rows
+    keep = csv.field_size_limit() // 2
+    assert row["error"] == huge[:keep] + f"… [{len(huge) - keep} characters cut]"
 
 
 def test_a_cut_off_last_line_is_not_damage_to_a_reader_but_is_set_aside_by_the_driver(
@@ -353,6 +386,10 @@ def test_a_cut_off_last_line_is_not_damage_to_a_reader_but_is_set_aside_by_the_d
     loaded = read_results(path, COLUMNS)
     assert loaded.unfinished_tail and not loaded.damaged and not messages(quiet)
     assert _same(loaded.rows, expected)
+    settled = read_results(path, COLUMNS, live=False)  # no driver runs: it is damage
+    assert not settled.unfinished_tail and _same(settled.rows, expected)
+    assert [d.line for d in settled.damaged] == [len(lines_of(clean)) + 1]
+    assert "cut off" in messages(quiet)[0]
 
     with ResultsStore(path, COLUMNS) as results:
         assert results.results is not None
@@ -390,18 +427,18 @@ def test_a_reader_racing_an_append_reads_again(
     clean = todays_file(path, rows)
     line = _row_line(make_row(8, "failed"))  # two physical lines
     path.write_bytes(clean + line[:-5])  # the writer is mid-write as the reader starts
-    real_scan = store._scan
+    real_read = store._File.read
     calls = []
 
-    def scan_then_finish(fh: Any, expected: Any) -> Any:
+    def read_then_finish(file: Path) -> Any:
         calls.append(1)
-        found = real_scan(fh, expected)
+        found = real_read(file)
         if len(calls) == 1:
             with path.open("ab") as out:  # ...and finishes before the reader is done
                 out.write(line[-5:])
         return found
 
-    monkeypatch.setattr(store, "_scan", scan_then_finish)
+    monkeypatch.setattr(store._File, "read", read_then_finish)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded = read_results(path, COLUMNS)

@@ -59,7 +59,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..errors import EmergeInitError
 
@@ -90,11 +90,6 @@ NUMBER_COLUMNS = frozenset(
 NUMBER_PREFIXES = ("steps_to_",)
 # Columns with few distinct values: their strings are shared between rows (memory at 10^6 rows).
 _SHARED_TEXT = frozenset(("status", "task", "dataset", "model", "init", "base", "optimizer"))
-
-# A row spans several lines only where a quoted cell holds line breaks (a multi-line error
-# message). A record still open after this many lines is treated as a stray quote, so a damaged
-# line can never make the reader swallow the rest of a large file.
-MAX_RECORD_LINES = 10_000
 
 _RUN_ID = re.compile(r"[0-9a-f]{12}")
 _BOM = b"\xef\xbb\xbf"
@@ -179,50 +174,71 @@ class _Schema:
 
     def __init__(self, header: Sequence[str], expected: Sequence[str]) -> None:
         self.header = list(header)
+        self.width = len(self.header)
         kinds = [_converter(name, expected) for name in self.header]
-        self.convert = [k[0] for k in kinds]
-        self.what = [k[1] for k in kinds]
-        self.shared = [name in _SHARED_TEXT for name in self.header]
+        self.typed = [(i, convert, what) for i, (convert, what) in enumerate(kinds) if convert]
+        self.floats = [i for i, (convert, _) in enumerate(kinds) if convert is float]
+        self.others = [(i, c) for i, (c, _) in enumerate(kinds) if c is not None and c is not float]
+        self.shared = [i for i, name in enumerate(self.header) if name in _SHARED_TEXT]
         self.run_id = self.header.index("run_id")
         self.status = self.header.index("status")
         # Columns the caller expects that this file lacks (an older study): typed rows get
         # them empty, so every row has every expected key.
-        self.missing = {
+        self.missing: dict[str, str | None] = {
             name: (None if _converter(name, expected)[0] else "")
             for name in expected
             if name not in self.header
         }
         self._texts: dict[str, str] = {}
 
-    def check(self, cells: Sequence[str]) -> tuple[dict[str, Any] | None, str]:
-        """The typed row, or ``None`` and why the cells are not a results row."""
-        if len(cells) != len(self.header):
-            return None, f"{len(cells)} fields where the header has {len(self.header)}"
+    def check(self, cells: list[Any]) -> tuple[dict[str, Any] | None, str]:
+        """The typed row, or ``None`` and why the cells are not a results row (``cells`` is
+        typed in place: pass a copy to keep it)."""
+        if len(cells) != self.width:
+            return None, f"{len(cells)} fields where the header has {self.width}"
         rid, status = cells[self.run_id], cells[self.status]
         if not _RUN_ID.fullmatch(rid):
             return None, f"run_id {rid[:40]!r} is not 12 hex digits"
         if status not in STATUSES:
             return None, f"status {status[:40]!r} is not ok, diverged or failed"
-        row: dict[str, Any] = {}
+        try:  # this loop is most of a load's time: keep it lean
+            for i in self.floats:
+                text = cells[i]
+                cells[i] = float(text) if text else None
+            for i, convert in self.others:
+                text = cells[i]
+                cells[i] = convert(text) if text else None
+        except ValueError:
+            return None, self._why(cells)
         texts = self._texts
-        for name, convert, shared, text in zip(self.header, self.convert, self.shared, cells):
-            if convert is None:
-                row[name] = texts.setdefault(text, text) if shared else text
-            elif text == "":
-                row[name] = None
-            else:
-                try:
-                    row[name] = convert(text)
-                except ValueError:
-                    what = self.what[self.header.index(name)]
-                    return None, f"{name} is {text[:40]!r}, not {what}"
+        for i in self.shared:  # few distinct values: share the strings (memory at 10^6 rows)
+            text = cells[i]
+            cells[i] = texts.setdefault(text, text)
+        row = dict(zip(self.header, cells))
         if self.missing:
             row.update(self.missing)
         return row, ""
 
+    def _why(self, cells: list[Any]) -> str:
+        for i, convert, what in self.typed:
+            text = cells[i]
+            if isinstance(text, str) and text:  # not yet typed
+                try:
+                    convert(text)
+                except ValueError:
+                    return f"{self.header[i]} is {text[:40]!r}, not {what}"
+        return "a cell is not a number"  # not reached: check() found one
+
 
 def _usable_header(cells: Sequence[str]) -> bool:
     return "run_id" in cells and "status" in cells and all(cells) and len(set(cells)) == len(cells)
+
+
+def _fit(text: str) -> str:
+    keep = csv.field_size_limit() // 2
+    if len(text) <= keep:
+        return text
+    return f"{text[:keep]}… [{len(text) - keep} characters cut]"
 
 
 def _check_columns(columns: Sequence[str]) -> list[str]:
@@ -309,159 +325,151 @@ class Results:
 # --- the scan: one pass over the file, validating every line -------------------------------
 
 
-class _NotText(ValueError):
-    """A line that is not UTF-8 (raised through ``csv.reader`` from the line source)."""
+@dataclass
+class _File:
+    """``results.csv`` as read: its complete lines (endings kept, split as ``csv`` expects:
+    at ``\\n``, ``\\r\\n`` or ``\\r``) and a last line without its newline kept apart."""
 
+    lines: list[str]
+    tail: str | None
+    not_text: frozenset[int]  # indexes of lines that are not UTF-8 (held surrogate-escaped)
+    size: int
+    identity: tuple[int, int, int, int]
 
-class _Lines:
-    """Physical lines of a binary file as text for ``csv.reader``.
-
-    Remembers the lines of the record being read (``current``), can push lines back (to read a
-    rejected multi-line record's lines again on their own) and keeps a last line without a
-    newline apart (``tail``) instead of handing it to the reader.
-    """
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._file = iter(fh)
-        self._back: list[tuple[int, bytes]] = []
-        self.number = 0
-        self.size = 0
-        self.current: list[tuple[int, bytes]] = []
-        self.tail: tuple[int, bytes] | None = None
-        self.bom = False
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        if len(self.current) >= MAX_RECORD_LINES:
-            raise StopIteration  # the reader then reports the open quote as a CSV error
-        if self._back:
-            item = self._back.pop()
-        else:
-            raw = next(self._file)
-            self.number += 1
-            self.size += len(raw)
-            if self.number == 1 and raw.startswith(_BOM):  # a spreadsheet's "CSV UTF-8"
-                self.bom = True
-                raw = raw[len(_BOM) :]
-            if not raw.endswith(b"\n"):
-                self.tail = (self.number, raw)
-                raise StopIteration
-            item = (self.number, raw)
-        self.current.append(item)
+    @classmethod
+    def read(cls, path: Path) -> _File:
+        with path.open("rb") as fh:
+            identity = _identity(os.fstat(fh.fileno()))
+            data = fh.read()
+        size = len(data)
+        if data.startswith(_BOM):  # a spreadsheet's "CSV UTF-8"
+            data = data[len(_BOM) :]
         try:
-            return item[1].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _NotText(f"not UTF-8 text (byte {item[1][exc.start]:#04x})") from None
-
-    def take(self) -> list[tuple[int, bytes]]:
-        got, self.current = self.current, []
-        return got
-
-    def push_back(self, items: list[tuple[int, bytes]]) -> None:
-        self._back.extend(reversed(items))
-
-
-def _shown(raw: bytes) -> str:
-    return raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+            text, clean = data.decode("utf-8"), True
+        except UnicodeDecodeError:
+            text, clean = data.decode("utf-8", "surrogateescape"), False
+        del data
+        lines = io.StringIO(text, newline="").readlines()
+        del text
+        tail = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else None
+        bad = frozenset() if clean else frozenset(i for i, t in enumerate(lines) if _bad_byte(t))
+        return cls(lines, tail, bad, size, identity)
 
 
-def _alone(raw: bytes) -> str:
-    """Why one line, read on its own, is not a row (the first line of a rejected record)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8 text (byte {raw[exc.start]:#04x})"
-    try:
-        list(csv.reader([text], strict=True))
-    except csv.Error as exc:
-        return f"not valid CSV ({exc})"
+def _bad_byte(text: str) -> str:
+    """The first byte of ``text`` that was not UTF-8, as ``0xff`` (empty if there is none)."""
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":
+            return f"{ord(ch) - 0xDC00:#04x}"
     return ""
+
+
+def _shown(text: str) -> str:
+    """A line as the side file keeps it: no line end, bytes that are not UTF-8 as escapes."""
+    text = text.rstrip("\r\n")
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
 class _Scan:
+    file: _File
     expected: list[str] | None
     schema: _Schema | None = None
-    header_lines: range = range(0)  # the header's physical lines (empty: no header found)
+    header_lines: range = range(0)  # the header's line indexes (empty: no header found)
     header_seen: bool = False
     counted: dict[str, tuple[int, int, dict[str, Any]]] = field(default_factory=dict)
     damaged: list[Damaged] = field(default_factory=list)
     repeats: list[Repeat] = field(default_factory=list)
-    drop: set[int] = field(default_factory=set)  # physical lines a rewrite leaves out
-    repeat_lines: dict[int, int] = field(default_factory=dict)  # line -> its repeated row's start
-    tail: tuple[int, bytes] | None = None
-    bom: bool = False
-    size: int = 0
+    drop: set[int] = field(default_factory=set)  # line indexes a rewrite leaves out
+    repeat_lines: dict[int, int] = field(default_factory=dict)  # index -> its row's first index
 
-    def damage(self, item: tuple[int, bytes], reason: str) -> None:
-        self.damaged.append(Damaged(item[0], reason, _shown(item[1])))
-        self.drop.add(item[0])
+    def damage(self, index: int, reason: str) -> None:
+        lines = self.file.lines
+        text = lines[index] if index < len(lines) else self.file.tail or ""
+        self.damaged.append(Damaged(index + 1, reason, _shown(text)))
+        self.drop.add(index)
 
-    def record(self, cells: list[str], got: list[tuple[int, bytes]], lines: _Lines) -> None:
+    def alone(self, index: int) -> str:
+        """Why one line, read on its own, is not a row (empty: no reason of its own)."""
+        text = self.file.lines[index]
+        if index in self.file.not_text:
+            return f"not UTF-8 text (byte {_bad_byte(text)})"
+        try:
+            list(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            return f"not valid CSV ({exc})"
+        return ""
+
+    def reject(self, first: int, last: int, reason: str) -> bool:
+        """The record's first line is damaged. Returns False for a record of several lines:
+        those after the first are then read again on their own (a stray quote on one line
+        must not take the intact rows after it down with it)."""
+        if last > first:
+            reason = self.alone(first) or reason
+        self.damage(first, reason)
+        return last == first
+
+    def record(self, cells: list[str], first: int, last: int) -> bool:
+        """Judge one CSV record (lines ``first`` to ``last``); False: read on from ``first + 1``."""
         if not cells:  # a blank line: no data, left out of a rewrite without a word
-            self.drop.update(n for n, _ in got)
-            return
+            self.drop.update(range(first, last + 1))
+            return True
+        not_text = self.file.not_text
+        if not_text and not not_text.isdisjoint(range(first, last + 1)):
+            return self.reject(first, last, f"not UTF-8 text (byte {_bad_byte(''.join(cells))})")
         if not self.header_seen:
             self.header_seen = True
             if _usable_header(cells):
                 self.schema = _Schema(cells, self.expected or [])
-                self.header_lines = range(got[0][0], got[-1][0] + 1)
-                return
+                self.header_lines = range(first, last + 1)
+                return True
+            broken = "not a results.csv header (no run_id and status columns)"
             if self.expected is None:
-                self.reject(got, "not a results.csv header (no run_id and status columns)", lines)
-                return
+                return self.reject(first, last, broken)
             # No usable header: read the rows by the expected columns; the first line is
             # either a row (the header was deleted) or a broken header, set aside.
             self.schema = _Schema(self.expected, self.expected)
-            row, _ = self.schema.check(cells)
-            if row is None:
-                self.reject(got, "not a results.csv header (no run_id and status columns)", lines)
-                return
+            if self.schema.check(list(cells))[0] is None:
+                return self.reject(first, last, broken)
         if self.schema is None:
-            self.reject(got, "no usable header to read this line by", lines)
-            return
+            return self.reject(first, last, "no usable header to read this line by")
         row, reason = self.schema.check(cells)
         if row is None:
-            self.reject(got, reason, lines)
-            return
-        first, last = got[0][0], got[-1][0]
+            return self.reject(first, last, reason)
         rid = row["run_id"]
         earlier = self.counted.pop(rid, None)
         if earlier is not None:  # the last row counts; the earlier one goes
-            self.repeats.append(Repeat(rid, earlier[0], earlier[2]["status"], first))
+            self.repeats.append(Repeat(rid, earlier[0] + 1, earlier[2]["status"], first + 1))
             span = range(earlier[0], earlier[1] + 1)
             self.drop.update(span)
             self.repeat_lines.update(dict.fromkeys(span, earlier[0]))
         self.counted[rid] = (first, last, row)
-
-    def reject(self, got: list[tuple[int, bytes]], reason: str, lines: _Lines) -> None:
-        """The record's first line is damaged; any further lines are read again on their own
-        (a stray quote on one line must not take the intact rows after it down with it)."""
-        if len(got) > 1:
-            reason = _alone(got[0][1]) or reason
-            lines.push_back(got[1:])
-        self.damage(got[0], reason)
+        return True
 
 
-def _scan(fh: BinaryIO, expected: list[str] | None) -> _Scan:
-    lines = _Lines(fh)
-    scan = _Scan(expected)
-    while True:
-        reader = csv.reader(lines, strict=True)
+def _scan(file: _File, expected: list[str] | None) -> _Scan:
+    """Validate every line. Records are read by ``csv`` (C speed) from a position; a rejected
+    record of several lines, or a CSV error, restarts the reader on the line after its first.
+    A stray quote makes the reader run on until the quote closes or the cell passes csv's field
+    size limit (128 KiB by default), so each one costs at most that much reading again."""
+    scan = _Scan(file, expected)
+    lines, end = file.lines, len(file.lines)
+    start = 0
+    while start < end:
+        reader = csv.reader(map(lines.__getitem__, range(start, end)), strict=True)
+        used = 0  # lines the reader has consumed
+        restart = end
         try:
             for cells in reader:
-                scan.record(cells, lines.take(), lines)
-        except (csv.Error, _NotText) as exc:
-            got = lines.take()
-            if not got:  # cannot happen with csv's errors; never loop on it
-                raise
-            reason = str(exc) if isinstance(exc, _NotText) else f"not valid CSV ({exc})"
-            scan.reject(got, reason, lines)
-            continue
-        break
-    scan.tail, scan.bom, scan.size = lines.tail, lines.bom, lines.size
+                first, used = start + used, reader.line_num
+                if not scan.record(cells, first, start + used - 1):
+                    restart = first + 1
+                    break
+        except csv.Error as exc:
+            first = start + used
+            scan.damage(first, scan.alone(first) or f"not valid CSV ({exc})")
+            restart = first + 1
+        start = restart
     return scan
 
 
@@ -550,15 +558,21 @@ def _listed(items: Sequence[object], most: int = 5) -> str:
     return shown + (f"; and {len(items) - most} more" if len(items) > most else "")
 
 
-def read_results(path: Path | str, columns: Sequence[str] | None = None) -> Results:
+def read_results(
+    path: Path | str, columns: Sequence[str] | None = None, *, live: bool = True
+) -> Results:
     """Load ``results.csv`` read-only: validated, typed, one row per run id; never writes.
 
     ``columns`` (the study's columns, when known) types columns the store does not know by
     name as numbers, reads a file whose header was lost, and gives every row every column.
     Damaged lines and repeated run ids are named in a :class:`ResultsWarning` (and returned);
-    nothing raises for what the file holds. Safe while a driver appends: a last line without
-    its newline is left out quietly (``unfinished_tail``), and a file that grew during the read
-    is read again. A missing file is an empty result.
+    nothing raises for what the file holds (an ``OSError`` does for a file that cannot be
+    read). A missing file is an empty result.
+
+    ``live``: a driver may be appending (the default). A last line without its newline is then
+    an append under way: left out quietly (``unfinished_tail``), and the file is read again if
+    it grew meanwhile. With ``live=False`` (the caller knows no driver runs, e.g. it could take
+    the study lock) such a line is damage, named like any other.
 
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.csv"
@@ -574,24 +588,29 @@ repeated on line 3, which counts
     """
     path = Path(path)
     expected = None if columns is None else _check_columns(columns)
-    for _ in range(3):
+    for _ in range(3 if live else 1):
         try:
-            with path.open("rb") as fh:
-                scan = _scan(fh, expected)
+            file = _File.read(path)
         except FileNotFoundError:
             return Results(path, tuple(expected or ()), [])
         try:
-            grew = path.stat().st_size != scan.size
+            grew = path.stat().st_size != file.size
         except FileNotFoundError:  # replaced under us: what we read was a whole file
             grew = False
-        if scan.tail is None or not grew:
+        if file.tail is None or not grew:
             break
-    if scan.tail is not None:
-        log.debug("%s: left out the unfinished last line %d", path, scan.tail[0])
+    scan = _scan(file, expected)
+    if file.tail is not None and live:
+        log.info("%s: left out the unfinished last line %d", path, len(file.lines) + 1)
+    elif file.tail is not None:
+        scan.damage(len(file.lines), _CUT_OFF)
     header = scan.schema.header if scan.schema else (expected or [])
-    results = _results(path, scan, header, unfinished_tail=scan.tail is not None)
+    results = _results(path, scan, header, unfinished_tail=file.tail is not None and live)
     _warn(results, "not counted")
     return results
+
+
+_CUT_OFF = "cut off: the last line has no newline (a write killed mid-line, or an editor)"
 
 
 def repair_results(path: Path | str, columns: Sequence[str]) -> Results:
@@ -608,20 +627,19 @@ def repair_results(path: Path | str, columns: Sequence[str]) -> Results:
     path = Path(path)
     expected = _check_columns(columns)
     _remove_stale_temps(path)
+    _remove_stale_temps(path.with_name(SIDE_NAME))
     if not path.exists():
         _atomic_write(path, format_line(expected).encode())
         return Results(path, tuple(expected), [])
-    with path.open("rb") as fh:
-        before = _identity(os.fstat(fh.fileno()))
-        scan = _scan(fh, expected)
-    if scan.tail is not None:
-        reason = "cut off: the last line has no newline (a write that was killed mid-line)"
-        scan.damage(scan.tail, reason)
+    file = _File.read(path)
+    scan = _scan(file, expected)
+    if file.tail is not None:
+        scan.damage(len(file.lines), _CUT_OFF)
     schema = scan.schema or _Schema(expected, expected)
     header = expected + [c for c in schema.header if c not in expected]
     rewrite = bool(scan.drop) or not scan.header_lines or schema.header != header
     if rewrite:
-        _rewrite(path, scan, schema.header, header, before)
+        _rewrite(path, scan, schema.header, header)
     results = _results(path, scan, header, set_aside=bool(scan.damaged or scan.repeats))
     if rewrite:
         log.info(
@@ -652,39 +670,38 @@ def _warn(results: Results, fate: str) -> None:
         log.info("%s: %d failed row(s) superseded by the run's later row", name, quiet)
 
 
-def _rewrite(
-    path: Path, scan: _Scan, old: list[str], new: list[str], before: tuple[int, ...]
-) -> None:
+def _rewrite(path: Path, scan: _Scan, old: list[str], new: list[str]) -> None:
     """Write the kept lines to a temp file, set the dropped ones aside, swap the file in.
 
-    Order matters for a kill at any instant: the side file and the temp file are fsynced
+    Order matters for a kill at any instant: the temp file and the side file are fsynced
     before ``os.replace``, so ``results.csv`` is always a whole file holding every intact row,
     and every line taken out of it is already in the side file.
     """
     repeat_text: dict[int, list[str]] = {}
     tmp = _temp_path(path)
     try:
-        with path.open("rb") as src, tmp.open("xb") as dst:
-            if _identity(os.fstat(src.fileno())) != before:
-                raise ResultsChangedError(f"{path} changed while it was repaired")
+        with tmp.open("xb") as dst:
             dst.write(format_line(new).encode())
-            kept = _kept_lines(src, scan, repeat_text)
-            if old == new:  # rows copied byte for byte (line ends made \n)
-                for line in kept:
-                    dst.write(line)
+            kept = _kept_lines(scan, repeat_text)
+            if old == new:  # rows copied as they are (record ends made \n)
+                dst.write("".join(kept).encode())
             else:  # header completed: each row's cells moved to their new columns
                 where = [old.index(c) if c in old else -1 for c in new]
-                text = (line.decode("utf-8") for line in kept)
-                for cells in csv.reader(text, strict=True):
+                for cells in csv.reader(kept, strict=True):
                     dst.write(format_line([cells[i] if i >= 0 else "" for i in where]).encode())
             dst.flush()
             os.fsync(dst.fileno())
-        if _identity(path.stat()) != before:
-            raise ResultsChangedError(f"{path} changed while it was repaired")
+        if _identity(path.stat()) != scan.file.identity:
+            raise ResultsChangedError(
+                f"{path} changed while it was being repaired: only the study's driver may "
+                "write it (nothing was changed; run again)"
+            )
         entries = [(d.line, d.reason, d.text) for d in scan.damaged]
         for r in scan.repeats:
             reason = f"superseded: run {r.run_id} has a later row (line {r.counted_line})"
-            entries.append((r.line, reason, "\n".join(repeat_text.get(r.line, []))))
+            entries.append(
+                (r.line, reason, "".join(repeat_text.get(r.line - 1, [])).rstrip("\r\n"))
+            )
         if entries:
             _append_side(path, sorted(entries))
         os.replace(tmp, path)
@@ -694,18 +711,17 @@ def _rewrite(
     _fsync_dir(path.parent)
 
 
-def _kept_lines(src: BinaryIO, scan: _Scan, repeat_text: dict[int, list[str]]) -> Iterator[bytes]:
-    """The physical lines of counted rows (line ends made ``\\n``); collects the text of the
-    repeated rows being set aside on the way."""
+def _kept_lines(scan: _Scan, repeat_text: dict[int, list[str]]) -> Iterator[str]:
+    """The lines of counted rows, each row's last line ending in ``\\n`` (inner lines of a
+    quoted cell kept as they are); collects the text of repeated rows set aside on the way."""
     drop, header, repeats = scan.drop, scan.header_lines, scan.repeat_lines
-    for number, raw in enumerate(src, start=1):
-        if number == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM) :]
-        if number in drop or number in header:
-            if number in repeats:
-                repeat_text.setdefault(repeats[number], []).append(_shown(raw))
+    ends = {last for _, last, _ in scan.counted.values()}
+    for i, line in enumerate(scan.file.lines):
+        if i in drop or i in header:
+            if i in repeats:
+                repeat_text.setdefault(repeats[i], []).append(line)
             continue
-        yield raw[:-2] + b"\n" if raw.endswith(b"\r\n") else raw
+        yield line.rstrip("\r\n") + "\n" if i in ends else line
 
 
 # --- the driver's handle ----------------------------------------------------------------------
@@ -750,20 +766,20 @@ class ResultsStore:
 
     def line_of(self, row: Mapping[str, Any]) -> str:
         """``row`` as the line :meth:`append` writes; raises :class:`ResultsStoreError` if the
-        line would not load back as the same row (a bad run id, status or number)."""
+        line would not load back as the same row (a bad run id, status or number).
+
+        A text cell longer than half of ``csv.field_size_limit()`` (64 Ki characters by
+        default; readers refuse cells past the limit) is cut there, ending in
+        ``… [N characters cut]``: only a runaway error message gets that long, and the run's
+        ``error.txt`` keeps it whole.
+        """
         if self._schema is None:
             raise ResultsStoreError("the results store is not open")
-        cells = [format_cell(row.get(c)) for c in self._schema.header]
-        typed, reason = self._schema.check(cells)
+        cells = [_fit(format_cell(row.get(c))) for c in self._schema.header]
+        typed, reason = self._schema.check(list(cells))
         if typed is None:
             raise ResultsStoreError(f"refusing to write run {row.get('run_id')!r}: {reason}")
-        line = format_line(cells)
-        if line.count("\n") >= MAX_RECORD_LINES:
-            raise ResultsStoreError(
-                f"refusing to write run {row.get('run_id')!r}: its cells span "
-                f"{line.count(chr(10))} lines (at most {MAX_RECORD_LINES - 1})"
-            )
-        return line
+        return format_line(cells)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Append one run's row as one line, flushed and fsynced (O(1) in the file's size).
