@@ -108,3 +108,11 @@ def test_a_task_named_by_import_path_needs_no_registration() -> None:
         assert isinstance(tasks.get("bench_toy_task:ToyTask"), ToyTask)
     finally:
         tasks.unregister("bench_toy_task:ToyTask")
+
+
+@pytest.mark.slow
+def test_a_registered_task_reaches_the_worker_processes(toy: ToyTask, tmp_path: Path) -> None:
+    assert tasks.portable() == {"toy": "bench_toy_task:ToyTask"}
+    cfg = {**TOY_STUDY, "train": {**TOY_STUDY["train"], "seeds": [0]}}
+    study = run_study(cfg, out=tmp_path / "pool", workers=2)  # spawned worker processes
+    assert [r["status"] for r in study.rows] == ["ok", "ok", "ok"]

@@ -15,9 +15,21 @@ from .base import Prepared, RunContext, Task
 from .classification import ClassificationTask
 from .translation import TranslationTask
 
-__all__ = ["Prepared", "RunContext", "Task", "get", "names", "register", "registered", "unregister"]
+__all__ = [
+    "Prepared",
+    "RunContext",
+    "Task",
+    "adopt",
+    "get",
+    "names",
+    "portable",
+    "register",
+    "registered",
+    "unregister",
+]
 
 _REGISTRY: dict[str, Task] = {}
+_BUILT_IN: set[str] = set()
 
 
 def register(task: Task) -> Task:
@@ -57,7 +69,9 @@ def get(name: str) -> Task:
     if not plugins.is_plugin("task", name):
         raise ConfigError(
             f"study.task: {name!r} is not one of {', '.join(map(repr, _REGISTRY))}, nor an entry "
-            "point of group 'emergeinit.tasks', nor an import path 'package.module:TaskClass'"
+            "point of group 'emergeinit.tasks', nor an import path 'package.module:TaskClass' "
+            "(a task registered with register_task() must be defined in an importable module, "
+            "so that worker processes can register it too)"
         )
     found = plugins.resolve("task", name, "study.task")
     task = found() if isinstance(found, type) else found
@@ -70,5 +84,27 @@ def get(name: str) -> Task:
     return task
 
 
+def portable() -> dict[str, str]:
+    """Tasks registered in this process beyond the built-in ones, as ``name -> import path of
+    their class``, for worker processes to :func:`adopt` (a class defined in ``__main__``,
+    e.g. a notebook cell, cannot travel and is left out)."""
+    out = {}
+    for name, task in _REGISTRY.items():
+        cls = type(task)
+        if name not in _BUILT_IN and cls.__module__ != "__main__":
+            out[name] = f"{cls.__module__}:{cls.__qualname__}"
+    return out
+
+
+def adopt(refs: dict[str, str]) -> None:
+    """Register, in this (worker) process, the tasks another process registered (see
+    :func:`portable`)."""
+    for name, ref in refs.items():
+        if name not in _REGISTRY:
+            found = plugins.resolve("task", ref, "study.task")
+            _REGISTRY[name] = found() if isinstance(found, type) else found
+
+
 register(ClassificationTask())
 register(TranslationTask())
+_BUILT_IN.update(_REGISTRY)

@@ -112,8 +112,8 @@ def _data_table(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     data["dataset"] = name
     if name == "synthetic":
         data["synthetic"] = dict(cfg["data"]["synthetic"])
-    if name not in DATASETS and cfg["data"]["options"]:
-        data["options"] = dict(cfg["data"]["options"])  # a plug-in's own settings
+    if name not in DATASETS:  # a plug-in gets its own settings too (built-ins have none)
+        data["options"] = dict(cfg["data"]["options"])
     return data
 
 
