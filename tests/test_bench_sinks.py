@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from emergeinit.bench import run_study
 from emergeinit.bench.sinks import scalars
+from emergeinit.cli import app
 from emergeinit.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,6 +38,10 @@ def test_an_unknown_sink_is_refused_before_anything_runs(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="--log must be one of tensorboard, mlflow"):
         run_study("smoke", out=tmp_path / "s", overrides=SMALL, log=["wandb"])
     assert not (tmp_path / "s").exists()
+    result = CliRunner().invoke(app, ["bench", "smoke", "--out", str(tmp_path / "c"), "--log",
+                                      "tensorboard", "--log", "wandb"])  # fmt: skip
+    assert result.exit_code == 2 and "--log must be one of" in result.output
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.slow

@@ -60,11 +60,11 @@ def preflight(
     key: plug-in inits and optimizers resolve (and a plug-in optimizer builds), then the task's
     own preflight (data files, plug-in datasets, fallbacks). Returns the config to run and
     notices for the user."""
+    from .inits import resolve_init
+
     task = tasks.get(cfg["study"]["task"])
     for name in cfg["init"]["names"]:
         if name not in BUILTIN_INITS:
-            from .inits import resolve_init
-
             resolve_init(name)
     train = {**cfg["train"], "lr": cfg["train"]["lr"][0]}
     optim.check_optimizer(train)
