@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from emergeinit.bench import config
-from emergeinit.bench.runner import classification, execute_run
+from emergeinit.bench.runner import execute_run, run_task
 from emergeinit.bench.study import expand, resolve_datasets
 
 
@@ -52,7 +52,7 @@ def timed(mode: str, run: dict[str, Any], every: int, work: Path) -> float:
     start = time.perf_counter()
     if mode == "none":
         with (folder / "metrics.jsonl").open("w") as fh:
-            classification(run, lambda e: fh.write(json.dumps(e, default=repr) + "\n"), None, None)
+            run_task(run, lambda e: fh.write(json.dumps(e, default=repr) + "\n"), None, None)
     else:
         summary = execute_run(with_every(run, every if mode == "every" else 0), folder)
         assert summary["status"] in ("ok", "diverged"), summary

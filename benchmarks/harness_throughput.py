@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from emergeinit.bench.train import run_steps
+from emergeinit.bench.tasks.classification.train import run_steps
 from emergeinit.models import build_model
 
 

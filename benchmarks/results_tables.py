@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emergeinit.bench import stats
-from emergeinit.bench.report import label
+from emergeinit.bench.labels import label
 from emergeinit.bench.study import FINISHED, StudyDir, typed_rows
 
 Row = dict[str, Any]

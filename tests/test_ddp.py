@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from emergeinit.bench import config, ddp
+from emergeinit.bench import config, ddp, runtime
 from emergeinit.bench.runner import execute_run
 from emergeinit.bench.study import StudyDir, expand
 from emergeinit.errors import ConfigError
@@ -127,13 +127,13 @@ def _ranks(rank: int, world: int, store: str, out: str) -> None:
     try:
         torch.manual_seed(7)
         model = build_model("mlp:16-8x2-3")
-        same = ddp.check_identical(model)
-        shared = ddp.share({"from": rank})
+        same = runtime.check_identical(model)
+        shared = runtime.share({"from": rank})
         if rank == 1:
             with torch.no_grad():
                 next(model.parameters())[0, 0] += 1e-6  # one weight, one ulp-sized change
         try:
-            ddp.check_identical(model)
+            runtime.check_identical(model)
             caught = ""
         except RuntimeError as exc:
             caught = str(exc)
@@ -162,4 +162,4 @@ def test_outside_torchrun_or_with_an_uneven_batch_is_a_clear_error(
     assert ddp.main(["smoke"]) == 2
     assert "train.batch_size: 32 does not split evenly over 3" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="split evenly"):
-        ddp.Distributed(0, 3, 0, "gloo").shard(32)
+        runtime.Distributed(0, 3, 0, "gloo").shard(32)

@@ -13,7 +13,8 @@ import torch
 from emergeinit.bench import config
 from emergeinit.bench.checkpoint import load
 from emergeinit.bench.cli import device_override, run_bench
-from emergeinit.bench.runner import _device, execute_run
+from emergeinit.bench.runner import execute_run
+from emergeinit.bench.runtime import resolve_device
 from emergeinit.bench.study import expand
 from emergeinit.errors import ConfigError
 
@@ -36,8 +37,8 @@ def losses(folder: Path) -> list[float]:
 
 
 def test_auto_means_cuda_when_available() -> None:
-    assert _device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert _device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
 def test_device_flag_is_the_train_device_key(

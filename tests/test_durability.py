@@ -249,7 +249,7 @@ def _malicious(path: Path, marker: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "other-run", "code"])
 def test_a_corrupt_checkpoint_restarts_the_run(
-    tmp_path: Path, damage: str, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = small_run("train.epochs=1", "train.checkpoint_every=8")
     folder = tmp_path / "r"
@@ -268,7 +268,7 @@ def test_a_corrupt_checkpoint_restarts_the_run(
         _malicious(ckpt, marker)
 
     summary = execute_run(run, folder)
-    err = capfd.readouterr().err
+    err = caplog.text  # logged as an error (the CLI shows it on stderr)
     assert "restarts from scratch" in err and run["run_id"] in err
     assert not marker.exists()  # weights_only: the pickle's code never ran
     assert (folder / "checkpoint.pt.corrupt").is_file()
@@ -327,7 +327,7 @@ def test_rng_capture_round_trips_every_stream() -> None:
 
 
 def test_a_damaged_results_file_is_set_aside_keeping_intact_rows(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = [f"{i:012x}" for i in range(3)]
     text = "run_id,status,test_acc_final\n"
@@ -340,7 +340,7 @@ def test_a_damaged_results_file_is_set_aside_keeping_intact_rows(
     (tmp_path / "results.csv").write_text(text)
     rows = StudyDir(tmp_path).finished_rows()
     assert {k: v["status"] for k, v in rows.items()} == {good[0]: "ok", good[1]: "diverged"}
-    assert "is damaged" in capfd.readouterr().err
+    assert "is damaged" in caplog.text
     assert not (tmp_path / "results.csv").exists()
     (kept,) = tmp_path.glob("results.csv.corrupt-*")
     assert kept.read_text() == text  # nothing is thrown away

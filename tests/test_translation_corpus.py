@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from emergeinit.bench.translation.corpus import (
+from emergeinit.bench.tasks.translation.corpus import (
     OPERATORS,
     CorpusSettings,
     build_corpus,

@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from emergeinit.bench.translation.decode import beam_search, greedy_decode
-from emergeinit.bench.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from emergeinit.bench.tasks.translation.decode import beam_search, greedy_decode
+from emergeinit.bench.tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from emergeinit.errors import ConfigError
 from emergeinit.models.transformer import Seq2SeqTransformer
 

@@ -53,7 +53,7 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("every", "stop", "saved"), [
     (4, 14, 12),  # mid-epoch: the resumed epoch goes on in its own batch order
-    (5, 12, 10),  # an epoch's last batch, taken before its validation: that runs on resume
+    (5, 12, 10),  # an epoch's last batch, taken after its validation: the next epoch follows
 ])
 def test_an_interrupted_translation_run_resumes_bit_for_bit(
     tmp_path: Path, every: int, stop: int, saved: int
@@ -71,7 +71,10 @@ def test_an_interrupted_translation_run_resumes_bit_for_bit(
             "metrics_offset", "run_id", "finished", "format"} <= set(state)  # fmt: skip
     assert not state["finished"] and state["loop"]["step"] == saved
     assert state["scheduler"]["last_epoch"] == saved and state["optimizer"]["state"]
-    assert sorted(state["loop"]["order"].tolist()) == list(range(10))  # this epoch's order
+    if saved % 10:  # mid-epoch: this epoch's order, to go on in
+        assert sorted(state["loop"]["order"].tolist()) == list(range(10))
+    else:  # at an epoch's end the validation is done and the next order is still to be drawn
+        assert state["loop"]["order"] is None and len(state["loop"]["val_losses"]) == 1
     assert f'"step": {stop}'.encode() in (cut / "metrics.jsonl").read_bytes()[
         state["metrics_offset"]:]  # fmt: skip  # written after the checkpoint: dropped
 
@@ -85,8 +88,32 @@ def test_an_interrupted_translation_run_resumes_bit_for_bit(
     assert events(cut) == events(whole)
 
 
+def test_a_checkpoint_taken_before_its_epochs_validation_resumes(tmp_path: Path) -> None:
+    """Checkpoints written before the shared training loop saved an epoch's last step before
+    the epoch's validation (``position`` = the epoch's batch count); such a run, resumed now,
+    validates that epoch first and goes on bit for bit."""
+    run = tiny_run(5)
+    whole = tmp_path / "runs" / "whole"
+    reference = execute_run(run, whole)
+    cut = tmp_path / "runs" / "cut"
+    with pytest.raises(Stop):
+        execute_run(run, cut, on_progress=stop_at(12))
+    state = torch.load(cut / "checkpoint.pt", weights_only=True)
+    lines = (cut / "metrics.jsonl").read_bytes()[: state["metrics_offset"]].splitlines(True)
+    assert b'"valid"' in lines[-1]  # the checkpoint (step 10) came after epoch 1's validation
+    # The same moment as the earlier loop saved it: before the validation event, still in
+    # epoch 1 at its end (validation draws no random numbers, so the streams are the same).
+    state["metrics_offset"] -= len(lines[-1])
+    state["loop"].update(epoch=1, position=10, order=torch.randperm(10),
+                         val_losses=state["loop"]["val_losses"][:-1])
+    torch.save(state, cut / "checkpoint.pt")
+    resumed = execute_run(run, cut)
+    same(resumed, reference)
+    assert events(cut) == events(whole)
+
+
 def test_a_corrupt_translation_checkpoint_restarts_the_run(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     run = tiny_run(4)
     reference = execute_run(run, tmp_path / "runs" / "ref")
@@ -95,7 +122,7 @@ def test_a_corrupt_translation_checkpoint_restarts_the_run(
         execute_run(run, folder, on_progress=stop_at(14))
     (folder / "checkpoint.pt").write_bytes(os.urandom(4096))
     summary = execute_run(run, folder)
-    assert "restarts from scratch" in capfd.readouterr().err
+    assert "restarts from scratch" in caplog.text
     assert (folder / "checkpoint.pt.corrupt").is_file()
     same(summary, reference)
     restart, *rest = events(folder)

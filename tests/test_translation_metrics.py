@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from emergeinit.bench.translation.metrics import score
+from emergeinit.bench.tasks.translation.metrics import score
 from emergeinit.errors import ConfigError
 
 REFS = ["The cat sat on the mat.", "It's raining, isn't it?", "dreihunderteinundzwanzig mal zwei"]

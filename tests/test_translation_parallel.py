@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emergeinit.bench.translation.parallel import has_bpe, load_parallel, undo_bpe
+from emergeinit.bench.tasks.translation.parallel import has_bpe, load_parallel, undo_bpe
 from emergeinit.errors import ConfigError
 
 

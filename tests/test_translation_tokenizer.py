@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from emergeinit.bench.translation import tokenizer as tk
-from emergeinit.bench.translation.corpus import CorpusSettings, build_corpus
+from emergeinit.bench.tasks.translation import tokenizer as tk
+from emergeinit.bench.tasks.translation.corpus import CorpusSettings, build_corpus
 from emergeinit.errors import ConfigError
 
 LINES = build_corpus(CorpusSettings(train_size=300, valid_size=5, test_size=5))["train"].tgt

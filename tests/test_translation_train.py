@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from emergeinit.bench.translation.data import DataSettings, prepare_data
-from emergeinit.bench.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerSettings
-from emergeinit.bench.translation.train import (
+from emergeinit.bench.tasks.translation.data import DataSettings, prepare_data
+from emergeinit.bench.tasks.translation.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerSettings
+from emergeinit.bench.tasks.translation.train import (
     TrainSettings,
     inverse_sqrt,
     make_batches,

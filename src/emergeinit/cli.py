@@ -107,7 +107,8 @@ def bench(
         typer.Argument(
             help="A preset (smoke, default, results-mlp, results-cnn, results-lr, "
             "results-pivot, paper-mlp, paper-cnn, cifar-cnn, lr-sweep, pivot-ablation, "
-            "translation, ...) or a study FILE.toml. Default: the 'default' preset."
+            "translation, ...) or a study FILE.toml (plug-ins by import path: see "
+            "docs/bench.md). Default: the 'default' preset."
         ),
     ] = None,
     out: Annotated[
@@ -184,6 +185,22 @@ def bench(
         int,
         typer.Option("--max-retries", help="Ray: retries of a failed run before it is recorded."),
     ] = 2,
+    log: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log",
+            help="Also send every run's metrics to tensorboard (event files in the study "
+            "directory) or mlflow (repeatable).",
+        ),
+    ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            help="MLflow tracking URI for --log mlflow; default $MLFLOW_TRACKING_URI or "
+            "sqlite:///<study>/mlflow.db.",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a benchmark study and write its report."""
     from pathlib import Path
@@ -204,6 +221,8 @@ def bench(
         cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run,
         max_retries=max_retries,
+        log=list(log or []),
+        mlflow_uri=mlflow_uri,
     )
     raise typer.Exit(code)
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import random
 import secrets
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +40,8 @@ from ..errors import EmergeInitError
 FORMAT = 1
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(EmergeInitError, RuntimeError):
@@ -239,7 +241,7 @@ class RunJournal:
         self.notes.append(message)
         if not self.writer:  # under DDP rank 0 says it, once
             return
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        log.error(message)
         if self.checkpoint_path.exists():
             os.replace(
                 self.checkpoint_path, self.checkpoint_path.with_name(CHECKPOINT + ".corrupt")
@@ -306,3 +308,11 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return repr(value)
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """The events of a run's ``metrics.jsonl``, in order (none when there is no stream)."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,322 +1,233 @@
 """Study configuration: the TOML schema, presets, ``--set`` overrides and validation.
 
-A config is a nested table. Every key is declared in :data:`SCHEMA` with its type, default and
-allowed values; anything else is an error that names the dotted key. Grid axes (a value or a
-list of values) are normalized to lists, so the *resolved* config written to a study directory
-is explicit and two runs of the same study compare equal key by key.
+A config is a nested table. Every key is declared in the schema (:func:`schema`: the generic
+keys below plus each registered task's own, :meth:`.tasks.Task.schema`) with its type, default
+and allowed values; anything else is an error that names the dotted key. Grid axes (a value or
+a list of values) are normalized to lists, so the *resolved* config written to a study
+directory is explicit and two runs of the same study compare equal key by key. The keys are
+documented in ``docs/bench.md#study-toml-schema``.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import math
 import re
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from . import tasks
+from .labels import BUILTIN_INITS, EMERGENCE_INITS
+from .optim import BUILTIN as OPTIMIZERS
+from .schema import Field, coerce, fraction, merge, resolve_table, unit_interval_open, unknown_key
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on 3.10
     import tomli as tomllib
 
-TASKS = ("classification", "translation")
-# The last three are translation corpora (issue 5; see emergeinit.bench.translation).
-DATASETS = ("fashion-mnist", "digits", "cifar10", "synthetic", "numbers", "dates", "parallel")
-INITS = ("default", "xavier", "kaiming", "emergence", "emergence-lr", "lsuv", "gradinit")
-EMERGENCE_INITS = ("emergence", "emergence-lr")
+__all__ = [
+    "BASES",
+    "EMERGENCE_INITS",
+    "FULL",
+    "INITS",
+    "apply_full",
+    "apply_overrides",
+    "diff_keys",
+    "full_table",
+    "load",
+    "load_file",
+    "load_preset",
+    "load_target",
+    "parse_override",
+    "preset_names",
+    "resolve",
+    "schema",
+]
+
+#: The built-in inits (a study may also name plug-ins, see docs/bench.md).
+INITS = BUILTIN_INITS
 BASES = ("kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal")
-# Per-run result columns a study can declare as primary or select on.
-METRICS = (
-    "val_acc_epoch1",
-    "test_acc_epoch1",
-    "val_acc_final",
-    "test_acc_final",
-    "test_loss",
-    "train_loss_final",
-    "log10_e_init",
-    "log10_e_final",
-    "init_seconds",
-    "train_seconds",
-    "bleu",  # translation (issue 5): test sacreBLEU, tokenized BLEU, chrF, validation BLEU
-    "bleu_tok",
-    "chrf",
-    "val_bleu",
-)
 
 
-@dataclass(frozen=True)
-class Field:
-    """One config key: its type, default and constraints."""
-
-    kind: str  # "str", "int", "float", "bool", "int_list", "float_list", "str_list"
-    default: Any
-    axis: bool = False  # a grid axis: one value or a list, resolved to a list
-    choices: tuple[Any, ...] | None = None
-    low: float | None = None  # inclusive lower bound
-    high: float | None = None  # inclusive upper bound
-    positive: bool = False  # strictly > 0
-    nonempty: bool = False
-    check: Callable[[Any], str | None] | None = None
-    whole: bool = False  # ``check`` judges the whole list, not each item
-    doc: str = ""
-
-
-def _unit_interval_open(value: Any) -> str | None:
-    return None if 0.0 < value < 1.0 else "must lie strictly between 0 and 1"
-
-
-def _fraction(value: Any) -> str | None:
-    return None if 0.0 < value <= 1.0 else "must lie in (0, 1]"
-
-
-def _shape(value: Any) -> str | None:
-    if len(value) != 3 or any(v < 1 for v in value):
-        return "must be [channels, height, width] with every entry >= 1"
-    return None
-
-
-SCHEMA: dict[str, Any] = {
-    "study": {
-        "name": Field("str", "study", nonempty=True, doc="study name (directory prefix)"),
-        "description": Field("str", "", doc="one paragraph for the report"),
-        "task": Field("str", "classification", choices=TASKS, doc="what a run trains"),
-    },
-    "data": {
-        "dataset": Field("str_list", ["synthetic"], axis=True, choices=DATASETS, nonempty=True),
-        "fallback": Field(
-            "str", "", choices=("", *DATASETS), doc="used when a file dataset is missing"
-        ),
-        "train_size": Field("int", 0, low=0, doc="training examples (0 = all left after val)"),
-        "val_size": Field("int", 1000, low=1, doc="validation examples held out of train"),
-        "test_size": Field("int", 0, low=0, doc="test examples (0 = all)"),
-        "seed": Field("int", 0, low=0, doc="fixes the subsets; not the run seed"),
-        "synthetic": {
-            "classes": Field("int", 10, low=2),
-            "shape": Field("int_list", [1, 8, 8], check=_shape, whole=True),
-            "train": Field("int", 2048, low=16, doc="examples generated for train + val"),
-            "test": Field("int", 512, low=16),
-            "noise": Field("float", 1.0, low=0.0),
+def _generic() -> dict[str, Any]:
+    """The keys every study has; choices that depend on the registered tasks are read now."""
+    registered = tasks.registered()
+    task_names = tuple(tasks.names())
+    datasets = tuple(dict.fromkeys(d for t in registered for d in t.datasets))
+    schedules = tuple(dict.fromkeys(s for t in registered for s in t.schedules))
+    metrics = tuple(dict.fromkeys(m for t in registered for m in t.metrics))
+    return {
+        "study": {
+            "name": Field("str", "study", nonempty=True, doc="study name (directory prefix)"),
+            "description": Field("str", "", doc="one paragraph for the report"),
+            "task": Field(
+                "str", "classification", choices=task_names, plugin="task", doc="what a run trains"
+            ),
         },
-        # Translation only (issue 5); see docs/translation.md.
-        "dir": Field("str", "", doc="translation: folder of {train,valid,test}.{LANG} files"),
-        "src_lang": Field("str", "en", nonempty=True, doc="translation: source file suffix"),
-        "tgt_lang": Field("str", "de", nonempty=True, doc="translation: target file suffix"),
-        "tokenized": Field(
-            "str",
-            "auto",
-            choices=("auto", "yes", "no"),
-            doc="translation: files are Moses-tokenized (auto = BPE found)",
-        ),
-        "max_len": Field("int", 256, low=8, high=512, doc="translation: tokens per sentence"),
-        "max_number": Field(
-            "int", 999_999, low=1000, high=10**12, doc="numbers corpus: largest number"
-        ),
-        "max_terms": Field("int", 3, low=1, doc="numbers corpus: numbers per sentence"),
-    },
-    "model": {
-        "spec": Field("str_list", ["mlp:{features}-64x3-{classes}"], axis=True, nonempty=True),
-    },
-    "init": {
-        "names": Field(
-            "str_list", ["kaiming", "emergence"], axis=True, choices=INITS, nonempty=True
-        ),
-        "alpha": Field("float_list", [1.5], axis=True, positive=True, nonempty=True),
-        "pivot": Field("float_list", [0.5], axis=True, check=_unit_interval_open, nonempty=True),
-        "head": Field("bool", [True], axis=True, nonempty=True),
-        "base": Field("str_list", ["kaiming_normal"], axis=True, choices=BASES, nonempty=True),
-        "even": Field("str", "integer", choices=("integer", "half")),
-        "lsuv": {
-            "batch": Field("int", 256, low=2),
-            "std": Field("float", 1.0, positive=True),
-            "tol": Field("float", 0.1, positive=True),
-            "max_attempts": Field("int", 10, low=1),
+        "data": {
+            "dataset": Field(
+                "str_list",
+                ["synthetic"],
+                axis=True,
+                choices=datasets,
+                plugin="dataset",
+                nonempty=True,
+            ),
+            "train_size": Field("int", 0, low=0, doc="training examples (0 = all left after val)"),
+            "val_size": Field("int", 1000, low=1, doc="validation examples held out of train"),
+            "test_size": Field("int", 0, low=0, doc="test examples (0 = all)"),
+            "seed": Field("int", 0, low=0, doc="fixes the subsets; not the run seed"),
+            "options": Field("table", {}, doc="handed to a plug-in dataset in its data table"),
         },
-        "gradinit": {
-            "iterations": Field("int", 100, low=1, doc="CPU budget; the paper uses ~1 epoch"),
-            "batch_size": Field("int", 64, low=2),
-            "lr": Field("float", 0.01, positive=True, doc="Adam step on the scales"),
-            "gamma": Field("float", 1.0, positive=True, doc="gradient-norm bound"),
-            "min_scale": Field("float", 0.01, positive=True),
-            "norm": Field("str", "auto", choices=("auto", "l1", "l2")),
+        "model": {
+            "spec": Field("str_list", ["mlp:{features}-64x3-{classes}"], axis=True, nonempty=True),
         },
-    },
-    "train": {
-        "optimizer": Field("str", "sgd", choices=("sgd", "adam")),
-        "lr": Field("float_list", [0.05], axis=True, positive=True, nonempty=True),
-        "momentum": Field("float", 0.9, low=0.0, high=0.999),
-        "nesterov": Field("bool", False),
-        "weight_decay": Field("float", 0.0, low=0.0),
-        "schedule": Field("str", "none", choices=("none", "cosine", "inverse_sqrt")),
-        "warmup_steps": Field("int", 0, low=0),
-        "epochs": Field("int", 1, low=1),
-        "batch_size": Field("int", 128, low=2),
-        "seeds": Field(
-            "int_list", [0, 1], nonempty=True, low=0, doc="a list, or N meaning [0, ..., N-1]"
-        ),
-        "log_every": Field("int", 10, low=1, doc="training-loss record interval (steps)"),
-        "eval_every": Field("int", 0, low=0, doc="eval interval in steps; 0 = epoch ends only"),
-        "eval_batch_size": Field("int", 1000, low=1),
-        "targets": Field("float_list", [], check=_fraction, doc="test accuracies to time"),
-        "device": Field("str", "cpu", choices=("cpu", "cuda", "auto")),
-        "autocast": Field(
-            "str", "none", choices=("none", "bf16"), doc="bf16 autocast of the forward (GPU)"
-        ),
-        "checkpoint_every": Field(
-            "int", 200, low=0, doc="checkpoint interval (steps); 0 = only at the end"
-        ),
-    },
-    "measure": {
-        "enabled": Field("bool", True, doc="log10 E at init (needs emergeinit.measure)"),
-        "during_training": Field("bool", False, doc="also at every evaluation"),
-        "tau": Field("float", 0.05, low=0.0),
-        "examples": Field("int", 128, low=1, doc="validation examples used for the measure"),
-        "granularity": Field(
-            "str",
-            "neuron",
-            choices=("neuron", "channel"),
-            doc="conv nodes: each channel at each position, or each channel",
-        ),
-    },
-    # Translation only (issue 5): tokenizer, batching, loss and decoding.
-    "translation": {
-        "tokenizer": Field(
-            "str",
-            "sentencepiece",
-            choices=("sentencepiece", "words"),
-            doc="words = the files' own (BPE) tokens, as fairseq",
-        ),
-        "vocab_size": Field("int", 8000, low=8, doc="per language (sentencepiece: at most)"),
-        "max_tokens": Field("int", 4096, low=16, doc="padded tokens per training batch"),
-        "label_smoothing": Field("float", 0.1, low=0.0, high=0.99),
-        "clip_norm": Field("float", 0.0, low=0.0, doc="gradient-norm clip; 0 = none"),
-        "beam": Field("int", 5, low=1, doc="1 = greedy decoding"),
-        "length_penalty": Field("float", 1.0, low=0.0),
-        "max_len_a": Field("float", 1.2, low=0.0, doc="output length <= a * source + b"),
-        "max_len_b": Field("int", 10, low=1),
-        "valid_bleu": Field("bool", True, doc="decode the validation split (val_bleu)"),
-    },
-    "stats": {
-        "baseline": Field("str", "kaiming", choices=("", *INITS)),
-        "primary": Field(
-            "str_list", ["test_acc_epoch1", "test_acc_final"], choices=METRICS, nonempty=True
-        ),
-        "confidence": Field("float", 0.95, check=_unit_interval_open),
-        "select_metric": Field("str", "val_acc_final", choices=METRICS),
-        "select_seeds": Field("int", 0, low=0, doc="seeds used to choose alpha; 0 = half"),
-    },
-}
+        "init": {
+            "names": Field(
+                "str_list",
+                ["kaiming", "emergence"],
+                axis=True,
+                choices=BUILTIN_INITS,
+                plugin="init",
+                nonempty=True,
+            ),
+            "alpha": Field("float_list", [1.5], axis=True, positive=True, nonempty=True),
+            "pivot": Field(
+                "float_list", [0.5], axis=True, check=unit_interval_open, nonempty=True
+            ),
+            "head": Field("bool", [True], axis=True, nonempty=True),
+            "base": Field("str_list", ["kaiming_normal"], axis=True, choices=BASES, nonempty=True),
+            "even": Field("str", "integer", choices=("integer", "half")),
+            "lsuv": {
+                "batch": Field("int", 256, low=2),
+                "std": Field("float", 1.0, positive=True),
+                "tol": Field("float", 0.1, positive=True),
+                "max_attempts": Field("int", 10, low=1),
+            },
+            "gradinit": {
+                "iterations": Field("int", 100, low=1, doc="CPU budget; the paper uses ~1 epoch"),
+                "batch_size": Field("int", 64, low=2),
+                "lr": Field("float", 0.01, positive=True, doc="Adam step on the scales"),
+                "gamma": Field("float", 1.0, positive=True, doc="gradient-norm bound"),
+                "min_scale": Field("float", 0.01, positive=True),
+                "norm": Field("str", "auto", choices=("auto", "l1", "l2")),
+            },
+        },
+        "train": {
+            "optimizer": Field("str", "sgd", choices=OPTIMIZERS, plugin="optimizer"),
+            "lr": Field("float_list", [0.05], axis=True, positive=True, nonempty=True),
+            "momentum": Field("float", 0.9, low=0.0, high=0.999),
+            "nesterov": Field("bool", False),
+            "weight_decay": Field("float", 0.0, low=0.0),
+            "schedule": Field("str", "none", choices=schedules),
+            "warmup_steps": Field("int", 0, low=0),
+            "epochs": Field("int", 1, low=1),
+            "batch_size": Field("int", 128, low=2),
+            "seeds": Field(
+                "int_list", [0, 1], nonempty=True, low=0, doc="a list, or N meaning [0, ..., N-1]"
+            ),
+            "log_every": Field("int", 10, low=1, doc="training-loss record interval (steps)"),
+            "eval_every": Field("int", 0, low=0, doc="eval interval in steps; 0 = epoch ends only"),
+            "eval_batch_size": Field("int", 1000, low=1),
+            "targets": Field("float_list", [], check=fraction, doc="test accuracies to time"),
+            "device": Field("str", "cpu", choices=("cpu", "cuda", "auto")),
+            "autocast": Field(
+                "str", "none", choices=("none", "bf16"), doc="bf16 autocast of the forward (GPU)"
+            ),
+            "checkpoint_every": Field(
+                "int", 200, low=0, doc="checkpoint interval (steps); 0 = only at the end"
+            ),
+        },
+        "measure": {
+            "enabled": Field("bool", True, doc="log10 E at init (needs emergeinit.measure)"),
+            "during_training": Field("bool", False, doc="also at every evaluation"),
+            "tau": Field("float", 0.05, low=0.0),
+            "examples": Field("int", 128, low=1, doc="validation examples used for the measure"),
+            "granularity": Field(
+                "str",
+                "neuron",
+                choices=("neuron", "channel"),
+                doc="conv nodes: each channel at each position, or each channel",
+            ),
+        },
+        "stats": {
+            "baseline": Field("str", "kaiming", doc="an init of init.names, or '' for none"),
+            "primary": Field(
+                "str_list", ["test_acc_epoch1", "test_acc_final"], choices=metrics, nonempty=True
+            ),
+            "confidence": Field("float", 0.95, check=unit_interval_open),
+            "select_metric": Field("str", "val_acc_final", choices=metrics),
+            "select_seeds": Field("int", 0, low=0, doc="seeds used to choose alpha; 0 = half"),
+        },
+    }
 
 
-def _type_error(key: str, field: Field, value: Any) -> ConfigError:
-    want = {
-        "str": "a string",
-        "int": "an integer",
-        "float": "a number",
-        "bool": "true or false",
-        "int_list": "a list of integers",
-        "float_list": "a list of numbers",
-        "str_list": "a list of strings",
-    }[field.kind]
-    if field.axis:
-        want = f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
-    return ConfigError(f"{key}: expected {want}, got {value!r}")
-
-
-def _scalar(key: str, kind: str, value: Any, field: Field) -> Any:
-    if kind == "str" and isinstance(value, str):
-        return value
-    if kind == "bool" and isinstance(value, bool):
-        return value
-    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: must be finite, got {value!r}")
-        return float(value)
-    raise _type_error(key, field, value)
-
-
-def _check_value(key: str, field: Field, value: Any) -> None:
-    if field.choices is not None and value not in field.choices:
-        allowed = ", ".join(repr(c) for c in field.choices)
-        raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
-    if field.positive and not value > 0:
-        raise ConfigError(f"{key}: must be > 0, got {value!r}")
-    if field.low is not None and value < field.low:
-        raise ConfigError(f"{key}: must be >= {field.low:g}, got {value!r}")
-    if field.high is not None and value > field.high:
-        raise ConfigError(f"{key}: must be <= {field.high:g}, got {value!r}")
-    if field.nonempty and field.kind == "str" and not value:
-        raise ConfigError(f"{key}: must not be empty")
-
-
-def _coerce(key: str, field: Field, value: Any) -> Any:
-    """Type-check one value, normalize axes to lists, and apply its constraints."""
-    if key == "train.seeds" and isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigError(f"{key}: a seed count must be >= 1, got {value}")
-        value = list(range(value))
-    is_list = field.kind.endswith("_list") or field.axis
-    if not is_list:
-        out = _scalar(key, field.kind, value, field)
-        _check_value(key, field, out)
-    else:
-        item_kind = field.kind.removesuffix("_list")
-        if not isinstance(value, list):
-            if not field.axis:
-                raise _type_error(key, field, value)
-            value = [value]
-        out = [_scalar(key, item_kind, v, field) for v in value]
-        if field.nonempty and not out:
-            raise ConfigError(f"{key}: must not be an empty list")
-        if not field.whole:
-            for item in out:
-                _check_value(key, field, item)
-        if not field.whole and len(set(map(repr, out))) != len(out):
-            raise ConfigError(f"{key}: values repeat in {out!r}")
-    if field.check is not None:
-        items = [out] if field.whole or not is_list else out
-        for item in items:
-            problem = field.check(item)
-            if problem:
-                raise ConfigError(f"{key}: {problem}, got {value!r}")
+def schema() -> dict[str, Any]:
+    """The whole schema: the generic keys and every registered task's own keys."""
+    out = _generic()
+    for task in tasks.registered():
+        merge(out, task.schema(), f"task {task.name!r}")
     return out
 
 
-def _unknown(key: str, known: Mapping[str, Any]) -> ConfigError:
-    leaf = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(leaf, list(known), n=1)
-    hint = ""
-    if close:  # (no close match used to raise IndexError here)
-        hint = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?)"
-    known_list = ", ".join(sorted(known))
-    return ConfigError(f"unknown key {key!r}{hint}; known here: {known_list}")
+def _owner(value: str, attribute: str) -> str | None:
+    """The registered task whose ``attribute`` lists ``value`` (for a helpful message)."""
+    return next((t.name for t in tasks.registered() if value in getattr(t, attribute)), None)
 
 
-def _resolve(raw: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in raw:
-        if key not in schema:
-            raise _unknown(f"{prefix}{key}", schema)
-    for key, spec in schema.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(spec, dict):
-            sub = raw.get(key, {})
-            if not isinstance(sub, Mapping):
-                raise ConfigError(f"{dotted}: expected a table, got {sub!r}")
-            out[key] = _resolve(sub, spec, dotted + ".")
-        elif key in raw:
-            out[key] = _coerce(dotted, spec, raw[key])
-        else:
-            out[key] = copy.deepcopy(spec.default)
-    return out
+def _task_checks(cfg: dict[str, Any], task: tasks.Task) -> None:
+    """What the study's task accepts: its datasets, inits, optimizers, schedules, metrics and
+    plug-in kinds; a value another task has gets a message that says which one."""
+    here = f"study.task = {task.name!r}"
+    for name in cfg["data"]["dataset"]:
+        if name in task.datasets:
+            continue
+        other = _owner(name, "datasets")
+        if other is not None:
+            raise ConfigError(
+                f"data.dataset: {name!r} is a dataset of the {other} task; set "
+                f'study.task = "{other}" (or choose from {", ".join(task.datasets)})'
+            )
+        if "dataset" not in task.plugins:
+            raise ConfigError(
+                f"data.dataset: {name!r} is not a dataset of {here}; choose from "
+                f"{', '.join(task.datasets)} (this task takes no plug-in datasets)"
+            )
+    for name in cfg["init"]["names"]:
+        if name in BUILTIN_INITS:
+            if task.inits is not None and name not in task.inits:
+                raise ConfigError(
+                    f"init.names: {name!r} is not available for {task.name} "
+                    f"(available: {', '.join(task.inits)})"
+                )
+        elif "init" not in task.plugins:
+            raise ConfigError(f"init.names: {here} takes no plug-in inits, got {name!r}")
+    optimizer = cfg["train"]["optimizer"]
+    if optimizer not in OPTIMIZERS and "optimizer" not in task.plugins:
+        raise ConfigError(f"train.optimizer: {here} takes no plug-in optimizers")
+    if task.optimizers is not None and optimizer not in task.optimizers:
+        raise ConfigError(
+            f"train.optimizer: {task.name} trains with {', '.join(map(repr, task.optimizers))}"
+            f", got {optimizer!r}"
+        )
+    schedule = cfg["train"]["schedule"]
+    if schedule not in task.schedules:
+        other = _owner(schedule, "schedules")
+        raise ConfigError(
+            f"train.schedule: {schedule!r} is for study.task = \"{other}\"; {task.name} uses "
+            f"one of {', '.join(task.schedules)}"
+        )
+    stats = cfg["stats"]
+    for metric in [*stats["primary"], stats["select_metric"]]:
+        if metric not in task.metrics:
+            raise ConfigError(
+                f"stats: {metric!r} is not measured by {task.name} runs; use "
+                f"{', '.join(task.metrics)}"
+            )
 
 
 def _cross_checks(cfg: dict[str, Any]) -> None:
@@ -340,13 +251,16 @@ def _cross_checks(cfg: dict[str, Any]) -> None:
                 f"model.spec: unknown placeholder {{{sorted(unknown)[0]}}} in {spec!r}; "
                 "use {features}, {shape} or {classes}"
             )
-    if cfg["data"]["fallback"] in cfg["data"]["dataset"]:
-        raise ConfigError("data.fallback: must differ from the datasets it replaces")
-    if cfg["study"]["task"] == "translation" and cfg["train"]["autocast"] != "none":
-        raise ConfigError('train.autocast: translation runs support only "none" so far')
-    from .translation.schema import check_config as check_translation
-
-    check_translation(cfg)
+    task = tasks.get(cfg["study"]["task"])
+    _task_checks(cfg, task)
+    task.check_config(cfg)
+    if not task.measures_emergence and (
+        cfg["measure"]["enabled"] or cfg["measure"]["during_training"]
+    ):
+        raise ConfigError(
+            f"measure.enabled: {task.name} runs do not measure emergence at init; set "
+            "measure.enabled = false"
+        )
 
 
 def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -356,13 +270,17 @@ def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     raw = dict(raw)
     table = raw.pop(FULL, None)
-    cfg = _resolve(raw, SCHEMA, "")
+    study = raw.get("study")
+    if isinstance(study, Mapping) and isinstance(study.get("task"), str):
+        tasks.get(study["task"])  # a plug-in task's own keys join the schema
+    full_schema = schema()
+    cfg = resolve_table(raw, full_schema)
     _cross_checks(cfg)
     if table is not None:
         # The [full] table is validated (keys, values and the cross checks of the config it
         # would give) whether or not --full applies it, and never kept in the resolved config.
         try:
-            _cross_checks(_resolve(apply_full(raw, full_table(table)), SCHEMA, ""))
+            _cross_checks(resolve_table(apply_full(raw, full_table(table)), full_schema))
         except ConfigError as exc:
             if str(exc).startswith(f"{FULL}."):
                 raise
@@ -397,10 +315,16 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def load_target(target: str | None) -> dict[str, Any]:
-    """A preset name or a TOML file: the CLI's rule (``.toml`` suffix or an existing file)."""
+def load_target(target: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A study's raw config: ``None`` = the default preset; a mapping = the config itself; a
+    path, or a string ending in ``.toml`` or naming an existing file = a TOML file; any other
+    string = a preset name (the CLI's rule)."""
     if target is None:
         return load_preset("default")
+    if isinstance(target, Mapping):
+        return copy.deepcopy(dict(target))
+    if isinstance(target, Path):
+        return load_file(target)
     path = Path(target)
     if target.endswith(".toml") or path.is_file():
         return load_file(path)
@@ -470,19 +394,20 @@ def full_table(table: Any) -> dict[str, Any]:
             f'{FULL}: expected a table of dotted keys, e.g. "train.epochs" = 10; got {table!r}'
         )
     flat = _flatten(table)
+    full_schema = schema()
     for key, value in flat.items():
-        node: Any = SCHEMA
+        node: Any = full_schema
         parts = key.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, dict):
                 raise ConfigError(f"{FULL}.{key}: {'.'.join(parts[:i])} is a value, not a table")
             if part not in node:
-                raise _unknown(f"{FULL}.{'.'.join(parts[: i + 1])}", node)
+                raise unknown_key(f"{FULL}.{'.'.join(parts[: i + 1])}", node)
             node = node[part]
         if isinstance(node, dict):
             raise ConfigError(f"{FULL}.{key}: is a table; name one of its keys: {', '.join(node)}")
         try:
-            _coerce(key, node, value)
+            coerce(key, node, value)
         except ConfigError as exc:  # the message starts with the key: name the table too
             raise ConfigError(f"{FULL}.{exc}") from None
     return flat
@@ -497,7 +422,10 @@ def apply_full(raw: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any
 
 
 def load(
-    target: str | None, overrides: list[str] | None = None, *, full: bool = False
+    target: str | Path | Mapping[str, Any] | None,
+    overrides: list[str] | None = None,
+    *,
+    full: bool = False,
 ) -> dict[str, Any]:
     """Load a preset or file, apply its ``[full]`` table (with ``full``), then the ``--set``
     overrides, and validate: the resolved config."""
@@ -505,11 +433,18 @@ def load(
     if full:
         if FULL not in raw:
             raise ConfigError(
-                f"--full: study {target or 'default'!r} has no [full] table; presets with one: "
+                f"--full: study {_name(target)!r} has no [full] table; presets with one: "
                 + ", ".join(n for n in preset_names() if FULL in load_preset(n))
             )
         raw = apply_full(raw, full_table(raw[FULL]))
     return resolve(apply_overrides(raw, overrides or []))
+
+
+def _name(target: str | Path | Mapping[str, Any] | None) -> str:
+    if isinstance(target, Mapping):
+        study = target.get("study")
+        return str(study.get("name", "study")) if isinstance(study, Mapping) else "study"
+    return str(target or "default")
 
 
 def diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

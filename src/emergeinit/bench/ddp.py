@@ -4,126 +4,44 @@
 
     torchrun --standalone --nproc_per_node 2 -m emergeinit.bench.ddp smoke --out runs/ddp
 
-Every rank loads the same config and builds the same model from the same seeds; the emergence
-init therefore gives the same weights everywhere, and :func:`check_identical` proves it (a
-SHA-256 of every parameter and buffer, all-gathered) before DistributedDataParallel wraps the
-model. Each rank draws the run's one data permutation and trains on ``batch[rank::world]`` of
-every global batch, so N ranks together take the single-process step (same global batch, the
-gradients averaged by DDP). Rank 0 is the study's driver: it alone writes the study directory
-(``results.csv``, ``metrics.jsonl``, checkpoints) and tells the other ranks which run comes
-next; they hold no files and receive a resumed run's checkpoint from rank 0.
+This module is the torchrun entry point only; the in-run primitives (process group, batch
+shards, the identical-weights check) are in :mod:`.runtime`. Every rank loads the same config
+and builds the same model from the same seeds; the emergence init therefore gives the same
+weights everywhere, and :func:`.runtime.check_identical` proves it (a SHA-256 of every parameter
+and buffer, all-gathered) before DistributedDataParallel wraps the model. Each rank draws the
+run's one data permutation and trains on ``batch[rank::world]`` of every global batch, so N ranks
+together take the single-process step (same global batch, the gradients averaged by DDP). Rank 0
+is the study's driver: it alone writes the study directory (``results.csv``, ``metrics.jsonl``,
+checkpoints) and tells the other ranks which run comes next; they hold no files and receive a
+resumed run's checkpoint from rank 0.
 
 Backend: gloo on CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``, BatchNorm converted to
 SyncBatchNorm there; on CPU each rank normalizes over its own shard, as plain DDP does).
 A run that crashes on any rank ends the job: its row is recorded, the process exits non-zero
-and torchrun stops the other ranks; rerunning the command resumes.
+and torchrun stops the other ranks; rerunning the command resumes. See
+``docs/scaling.md#one-run-data-parallel-under-torchrun``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..errors import ConfigError
-from .train import Shard
+from . import tasks
+from .executors import Callbacks, run_here
+from .runner import execute_run
+from .runtime import Distributed, resolve_device, share
 
-if TYPE_CHECKING:  # executors imports runner, which imports this module
-    from .executors import Callbacks
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in the process group."""
-
-    rank: int
-    world: int
-    local_rank: int
-    backend: str
-
-    def shard(self, batch_size: int) -> Shard:
-        if batch_size % self.world:
-            raise ConfigError(
-                f"train.batch_size: {batch_size} does not split evenly over {self.world} "
-                "processes; use a multiple of --nproc_per_node"
-            )
-        return Shard(self.rank, self.world, _sum_over_ranks)
-
-    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        from torch.nn.parallel import DistributedDataParallel
-
-        if device.type == "cuda":
-            return DistributedDataParallel(model, device_ids=[device.index])
-        return DistributedDataParallel(model)
-
-
-def current() -> Distributed | None:
-    """The process group this process belongs to, or ``None`` when it trains alone."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
-    return Distributed(
-        rank=dist.get_rank(),
-        world=dist.get_world_size(),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-        backend=str(dist.get_backend()),
-    )
-
-
-def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def weights_digest(model: nn.Module) -> str:
-    """SHA-256 of every parameter and buffer, in state-dict order (exact, bit for bit)."""
-    h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def check_identical(model: nn.Module) -> str:
-    """Raise unless every rank holds exactly the same weights; return their digest."""
-    mine = weights_digest(model)
-    every: list[str | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(every, mine)
-    if len(set(every)) != 1:
-        differ = [r for r, d in enumerate(every) if d != every[0]]
-        raise RuntimeError(
-            f"the initialized weights differ between ranks (ranks {differ} differ from rank 0); "
-            "every rank must build and initialize the model from the same seed"
-        )
-    return mine
-
-
-def share(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank (a no-op without a process group)."""
-    if current() is None:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    """Per-backend model changes before wrapping: SyncBatchNorm on CUDA."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model
-
-
-# --- the study driver and its followers ---------------------------------------------------------
+__all__ = ["LeaderExecutor", "main"]
 
 
 class _Crashed(Exception):
@@ -140,8 +58,6 @@ class LeaderExecutor:
         data_dir: Path | None,
         cb: Callbacks,
     ) -> None:
-        from .executors import run_here
-
         for run in runs:
             share((run, str(run_dir(run["run_id"])), str(data_dir) if data_dir else None))
             if run_here(run, run_dir, data_dir, cb)["status"] == "failed":
@@ -149,8 +65,6 @@ class LeaderExecutor:
 
 
 def _follow() -> int:
-    from .runner import execute_run
-
     while True:
         message = share(None)
         if message is None:
@@ -178,13 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--full", action="store_true", help="apply the study's [full] table")
+    p.add_argument("--log", action="append", default=[], choices=("tensorboard", "mlflow"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from . import config as cfgmod
-    from .cli import device_override, run_bench
-    from .runner import _device
+    from .api import device_override
+    from .cli import run_bench
 
     args = _parser().parse_args(argv)
     if "WORLD_SIZE" not in os.environ:
@@ -199,13 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     # Every rank reads the same config, so every rank fails the same way, before any collective.
     try:
         cfg = cfgmod.load(args.target, overrides, full=args.full)
-        if cfg["study"]["task"] != "classification":
-            raise ConfigError("study.task: data-parallel runs support classification only")
+        task = tasks.get(cfg["study"]["task"])
+        if not task.data_parallel:
+            raise ConfigError(f"study.task: {task.name} runs cannot train data-parallel yet")
         Distributed(0, world, 0, "").shard(cfg["train"]["batch_size"])
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    device = _device(cfg["train"]["device"])
+    device = resolve_device(cfg["train"]["device"])
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -222,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=Path(args.data_dir) if args.data_dir else None,
                 full=args.full,
                 executor=LeaderExecutor(),
+                log=args.log,
             )
         except _Crashed:
             return 1  # the others wait inside that run; exiting lets torchrun stop them

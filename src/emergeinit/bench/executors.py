@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from ..errors import ConfigError
+from . import tasks
 from .runner import execute_run
 
 OnStart = Callable[[dict[str, Any]], None]
@@ -97,10 +98,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(threads: int, messages: Any, parent: int) -> None:
+def _init_worker(threads: int, messages: Any, parent: int, task_refs: dict[str, str]) -> None:
     global _messages
     _die_with_parent(parent)
     _messages = messages
+    tasks.adopt(task_refs)  # tasks the driver registered by hand, not only the built-in ones
     torch.set_num_threads(threads)
     # Inter-op threads are irrelevant for these eager models but would add idle threads.
     with contextlib.suppress(RuntimeError):  # already set in this process
@@ -138,7 +140,7 @@ class PoolExecutor:
             max_workers=self.workers,
             mp_context=ctx,
             initializer=_init_worker,
-            initargs=(self.threads, messages, os.getpid()),
+            initargs=(self.threads, messages, os.getpid(), tasks.portable()),
         ) as pool:
             pending = {pool.submit(_work, r, run_dir(r["run_id"]), data_dir): r for r in runs}
             while pending:
@@ -194,8 +196,11 @@ class RunFailedError(RuntimeError):
     """Raised inside a Ray task for a failed run, so that Ray's task retries apply to it."""
 
 
-def _ray_task(run: dict[str, Any], path: str, data_dir: str | None, threads: int) -> dict[str, Any]:
+def _ray_task(
+    run: dict[str, Any], path: str, data_dir: str | None, threads: int, task_refs: dict[str, str]
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
+    tasks.adopt(task_refs)
     summary = execute_run(run, Path(path), Path(data_dir) if data_dir else None)
     if summary["status"] == "failed":
         raise RunFailedError(summary["error"])
@@ -274,8 +279,9 @@ class RayExecutor:
             )
             threads = max(1, int(self.num_cpus))
             folder = str(data_dir.resolve()) if data_dir else None
+            refs = tasks.portable()
             pending = {
-                task.remote(r, str(run_dir(r["run_id"]).resolve()), folder, threads): r
+                task.remote(r, str(run_dir(r["run_id"]).resolve()), folder, threads, refs): r
                 for r in runs
             }
             try:

@@ -4,18 +4,24 @@ Every init gets the freshly built model (PyTorch's default init, drawn from the 
 seeded per run) and an :class:`InitContext`. Inits that draw weights use ``ctx.generator``,
 seeded from the run seed only, so for a given seed ``kaiming``, ``emergence`` (base kaiming),
 ``emergence-lr`` and ``gradinit`` all start from the *same* random draws: the paired design.
+
+A plug-in init (``init.names`` entry ``"package.module:function"``, or an entry point of group
+``emergeinit.inits``) is called the same way, ``function(model, ctx)``, and returns ``None`` or
+optimizer parameter groups (see ``docs/bench.md#a-plug-in-init``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..init import emergence_init_, emergence_param_groups
+from . import optim, plugins
 from .gradinit import gradinit_
 
 Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
@@ -30,7 +36,8 @@ DESCRIPTIONS = {
     "emergence": "emergence_init_(alpha, base, pivot, head): the base init's draws with unit i "
     "scaled by alpha**e_i (forward order traced on an example batch), biases zero",
     "emergence-lr": "the base init's draws unchanged (alpha=1) plus optimizer parameter groups "
-    "with lr multipliers alpha**(-2 e_i) (SGD) or alpha**(-e_i) (Adam): SPEC 1's equivalence",
+    "with lr multipliers alpha**(-2 e_i) (SGD) or alpha**(-e_i) (Adam, AdamW): the rule's "
+    "learning-rate form (docs/method.md#why-it-can-matter)",
     "lsuv": "LSUV (Mishkin & Matas 2016) via PyPI lsuv: orthonormal weights, zero biases, then "
     "layer by layer rescale each weight until its output std on one training batch is 1 +- tol",
     "gradinit": "GradInit (Zhu et al. 2021) from the paper: the kaiming draws with per-tensor "
@@ -40,14 +47,27 @@ DESCRIPTIONS = {
 
 @dataclass
 class InitContext:
-    """What an init may use besides the model."""
+    """What an init may use besides the model (built-in and plug-in inits alike).
+
+    Attributes:
+        spec: the model spec the model was built from.
+        example_input: an example batch the model accepts (for tracing the forward order).
+        settings: the run's ``init`` table (``name``; for the emergence inits also ``alpha``,
+            ``base``, ``pivot``, ``head``, ``even``; ``lsuv``/``gradinit`` options).
+        train: the run's ``train`` table (``optimizer``, ``lr``, ``epochs``, ...).
+        generator: draw every random number from it: it is seeded from the run seed only, so
+            every init of one seed starts from the same stream (the paired design).
+        sample: ``sample(n) -> (x, y)``, ``n`` training examples drawn with the run's own
+            ``init-data`` stream (for data-dependent inits).
+        seed: the run seed.
+    """
 
     spec: str
     example_input: Any
-    settings: dict[str, Any]  # the run's init table (alpha, base, pivot, head, lsuv, ...)
-    train: dict[str, Any]  # the run's train table (optimizer, lr, ...)
-    generator: torch.Generator  # the init's draws; seeded from the run seed only
-    sample: Sampler  # training minibatches for data-dependent inits (own generator)
+    settings: dict[str, Any]
+    train: dict[str, Any]
+    generator: torch.Generator
+    sample: Sampler
     seed: int
 
 
@@ -99,7 +119,8 @@ def _emergence_lr(model: nn.Module, ctx: InitContext) -> InitOutcome:
     groups = emergence_param_groups(
         model,
         s["alpha"],
-        optimizer=ctx.train["optimizer"],
+        # AdamW takes Adam's multipliers alpha**(-e): its decoupled decay does not change them.
+        optimizer=optim.family(ctx.train),  # type: ignore[arg-type]  # "sgd" or "adam"
         lr=ctx.train["lr"],
         example_input=ctx.example_input,
         pivot=s["pivot"],
@@ -136,7 +157,7 @@ def _gradinit(model: nn.Module, ctx: InitContext) -> InitOutcome:
     info = gradinit_(
         model,
         lambda: ctx.sample(opts["batch_size"]),
-        optimizer=ctx.train["optimizer"],
+        optimizer=optim.family(ctx.train),
         lr=ctx.train["lr"],
         iterations=opts["iterations"],
         scale_lr=opts["lr"],
@@ -146,6 +167,8 @@ def _gradinit(model: nn.Module, ctx: InitContext) -> InitOutcome:
     )
     return InitOutcome(info=info)
 
+
+InitFn = Callable[[nn.Module, InitContext], Any]
 
 INITS: dict[str, Callable[[nn.Module, InitContext], InitOutcome]] = {
     "default": _default,
@@ -158,6 +181,71 @@ INITS: dict[str, Callable[[nn.Module, InitContext], InitOutcome]] = {
 }
 
 
+def resolve_init(name: str) -> InitFn:
+    """The function behind an init name: a built-in, an entry point or an import path."""
+    if name in INITS:
+        return INITS[name]
+    fn: InitFn = plugins.resolve("init", name, "init.names")
+    return fn
+
+
 def apply_init(name: str, model: nn.Module, ctx: InitContext) -> InitOutcome:
-    """Initialise ``model`` in place with the named init."""
-    return INITS[name](model, ctx)
+    """Initialise ``model`` in place with the named init (built-in or plug-in)."""
+    if name in INITS:
+        return INITS[name](model, ctx)
+    result = resolve_init(name)(model, ctx)
+    return InitOutcome(param_groups=_plugin_groups(name, model, result))
+
+
+def _plugin_groups(name: str, model: nn.Module, result: Any) -> list[dict[str, Any]] | None:
+    """A plug-in's return value checked: ``None`` or parameter groups covering model
+    parameters at most once each."""
+    if result is None:
+        return None
+    fix = (
+        "return None, or a list of optimizer parameter groups such as "
+        "[{'params': [...], 'lr': ...}] over the model's parameters"
+    )
+    if isinstance(result, InitOutcome):
+        result = result.param_groups
+        if result is None:
+            return None
+    if not isinstance(result, Sequence) or isinstance(result, (str, bytes)) or not result:
+        raise ConfigError(f"init.names: plug-in {name!r} returned {type(result).__name__}; {fix}")
+    owned = {id(p) for p in model.parameters()}
+    seen: set[int] = set()
+    groups = []
+    for i, group in enumerate(result):
+        if not isinstance(group, Mapping) or "params" not in group:
+            raise ConfigError(
+                f"init.names: plug-in {name!r} returned a group {i} without 'params'; {fix}"
+            )
+        params = list(group["params"])
+        for p in params:
+            if not isinstance(p, torch.Tensor) or id(p) not in owned:
+                raise ConfigError(
+                    f"init.names: group {i} of plug-in {name!r} holds something that is not a "
+                    f"parameter of the model ({type(p).__name__}); {fix}"
+                )
+            if id(p) in seen:
+                raise ConfigError(
+                    f"init.names: plug-in {name!r} puts a parameter in two groups; {fix}"
+                )
+            seen.add(id(p))
+        groups.append({**group, "params": params})
+    return groups
+
+
+def init_label(name: str) -> str:
+    """How results name an init: a built-in's name, a plug-in's ``name`` attribute or path."""
+    if name in INITS:
+        return name
+    return plugins.label(name, resolve_init(name))
+
+
+def describe(name: str) -> str:
+    """One line on what an init is (the report's "Inits" section)."""
+    if name in DESCRIPTIONS:
+        return DESCRIPTIONS[name]
+    text = plugins.describe(resolve_init(name))
+    return f"plug-in `{name}`" + (f": {text}" if text else "")

@@ -1,7 +1,10 @@
 """``report.md``: the study's answer, from its directory alone (so it can be regenerated).
 
 Every number is over seeds (mean, std, t confidence interval, n); comparisons are paired by
-seed against the declared baseline and Holm-corrected across the study's family of comparisons.
+seed against the declared baseline and Holm-corrected across the study's family of comparisons
+(see ``docs/bench.md#statistics-in-the-report``). The sections are assembled in one place,
+:func:`sections`: the generic ones, then the task's own (:meth:`.tasks.Task.report_section`),
+then the plots. The report calls :mod:`.plots`; the plots never call the report.
 """
 
 from __future__ import annotations
@@ -11,117 +14,67 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import stats
-from .config import EMERGENCE_INITS
+from . import stats, tasks
 from .inits import DESCRIPTIONS
+from .labels import EMERGENCE_INITS, label, setting_label
+from .markdown import num as _num
+from .markdown import pvalue as _p
+from .markdown import summary as _summary
+from .markdown import table as _table
 from .study import FINISHED, StudyDir, atomic_write, typed_rows
 
 Row = dict[str, Any]
 
-
-def label(row: Row | dict[str, Any]) -> str:
-    """A configuration's init as text: ``emergence a=2 (xavier_uniform, pivot 0.25, no head)``."""
-    name = str(row["init"])
-    if name not in EMERGENCE_INITS:
-        return name
-    extra = []
-    if row.get("base") and row["base"] != "kaiming_normal":
-        extra.append(str(row["base"]))
-    if row.get("pivot") is not None and row["pivot"] != 0.5:
-        extra.append(f"pivot {row['pivot']:g}")
-    if row.get("head") is False:
-        extra.append("no head")
-    text = f"{name} α={row['alpha']:g}"
-    return f"{text} ({', '.join(extra)})" if extra else text
+__all__ = ["build_report", "sections", "write_report"]
 
 
-def setting_label(row: Row) -> str:
-    return f"{row['dataset']} · {row['model']} · {row['optimizer']} lr={row['lr']:g}"
-
-
-def _num(x: float | None, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float) and math.isinf(x):
-        return "∞" if x > 0 else "-∞"
-    return f"{x:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    if math.isnan(p):
-        return "–"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _summary(s: stats.Summary, digits: int = 4) -> str:
-    if s.n == 0:
-        return "–"
-    if s.n == 1:
-        return f"{_num(s.mean, digits)} (n=1, no interval)"
-    interval = f"[{_num(s.low, digits)}, {_num(s.high, digits)}]"
-    return f"{_num(s.mean, digits)} ± {_num(s.std, digits)} {interval}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return [*lines, ""]
-
-
-def build_report(study: StudyDir, plots: list[str]) -> str:
-    cfg = study.load_config()
-    env_path = study.path / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
-    all_rows = typed_rows(study.results_path)
-    rows = [r for r in all_rows if r["status"] in FINISHED]
-    conf = cfg["stats"]["confidence"]
-    pct = f"{conf * 100:g}%"
-    primary = cfg["stats"]["primary"]
-    baseline = cfg["stats"]["baseline"]
+def _header(
+    cfg: dict[str, Any], env: dict[str, Any], all_rows: list[Row], rows: list[Row]
+) -> list[str]:
+    task = tasks.get(cfg["study"]["task"])
     seeds = sorted({r["seed"] for r in rows})
     out: list[str] = [f"# Study `{cfg['study']['name']}`", ""]
     if cfg["study"]["description"]:
         out += [cfg["study"]["description"].strip(), ""]
     counts = {s: sum(r["status"] == s for r in all_rows) for s in ("ok", "diverged", "failed")}
-    translation = cfg["study"]["task"] == "translation"  # issue 5
-    batch = (
-        f"{cfg['translation']['max_tokens']} tokens" if translation else cfg["train"]["batch_size"]
-    )
-    diverged_rule = (
-        "- diverged runs score 0 (BLEU and chrF: the model translates nothing) so they weigh "
-        "in every mean."
-        if translation
-        else "- diverged runs keep the accuracy of the diverged model (non-finite outputs count "
-        "as wrong) so they weigh in every mean."
-    )
     out += [
         f"- task: {cfg['study']['task']}; datasets: {', '.join(cfg['data']['dataset'])}",
         f"- runs in results.csv: {len(all_rows)} (ok {counts['ok']}, diverged "
         f"{counts['diverged']}, failed {counts['failed']}); seeds: {seeds}",
         f"- training: {cfg['train']['optimizer']}, {cfg['train']['epochs']} epoch(s), batch "
-        f"{batch}, schedule {cfg['train']['schedule']}; train subset "
+        f"{task.batch_text(cfg)}, schedule {cfg['train']['schedule']}; train subset "
         f"{cfg['data']['train_size'] or 'all'}, validation {cfg['data']['val_size']}, test "
         f"{cfg['data']['test_size'] or 'all'}",
         f"- environment: torch {env.get('torch', '?')}, {env.get('cpu', '?')}, "
         f"{env.get('workers', '?')} worker(s) x {env.get('torch_threads_per_worker', '?')} "
         "thread(s)",
-        diverged_rule,
+        f"- {task.diverged_rule}",
         "",
     ]
     for notice in env.get("notices", []):
         out += [f"> **{notice}**", ""]
-    if not rows:
-        out += ["No finished runs yet."]
-        return "\n".join(out) + "\n"
+    return out
 
-    out += ["## Inits", ""]
+
+def _inits_section(cfg: dict[str, Any], plugin_info: dict[str, Any]) -> list[str]:
+    out = ["## Inits", ""]
     for name in cfg["init"]["names"]:
-        out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
-    out.append("")
+        if name in DESCRIPTIONS:
+            out.append(f"- **{name}**: {DESCRIPTIONS[name]}")
+            continue
+        info = plugin_info.get(name, {})
+        shown = info.get("label", name)
+        doc = info.get("doc", "")
+        out.append(f"- **{shown}**: plug-in `{name}`" + (f": {doc}" if doc else ""))
+    return [*out, ""]
 
-    extra = ("val_bleu", "test_loss") if translation else ("val_acc_final", "test_loss")
-    metrics = [*primary, *[m for m in extra if m not in primary]]
-    out += [f"## Per configuration (mean ± std [{pct} CI] over seeds)", ""]
+
+def _config_table(cfg: dict[str, Any], all_rows: list[Row]) -> list[str]:
+    task = tasks.get(cfg["study"]["task"])
+    conf = cfg["stats"]["confidence"]
+    primary = cfg["stats"]["primary"]
+    metrics = [*primary, *[m for m in task.report_metrics if m not in primary]]
+    out = [f"## Per configuration (mean ± std [{conf * 100:g}% CI] over seeds)", ""]
     header = ["setting", "init", "n", *metrics, "log10 E init", "init s", "diverged"]
     table = []
     for _, members in stats.group(all_rows, stats.CONFIG).items():
@@ -131,47 +84,74 @@ def build_report(study: StudyDir, plots: list[str]) -> str:
         first = ok[0]
         cells = [setting_label(first), label(first), str(len(ok))]
         cells += [
-            _summary(stats.summarize([r[m] for r in ok if r[m] is not None], conf)) for m in metrics
+            _summary(stats.summarize([r[m] for r in ok if r.get(m) is not None], conf))
+            for m in metrics
         ]
         e = stats.summarize([r["log10_e_init"] for r in ok if r["log10_e_init"] is not None], conf)
         cells.append(_num(e.mean, 2))
         cells.append(_num(stats.summarize([r["init_seconds"] for r in ok], conf).mean, 3))
         cells.append(str(sum(r["status"] == "diverged" for r in ok)))
         table.append(cells)
-    out += _table(header, table)
+    return out + _table(header, table)
 
-    if baseline:
-        comps = stats.compare_to_baseline(rows, baseline, primary, conf)
+
+def _paired_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
+    conf = cfg["stats"]["confidence"]
+    pct = f"{conf * 100:g}%"
+    comps = stats.compare_to_baseline(rows, baseline, cfg["stats"]["primary"], conf)
+    out = [
+        f"## Paired differences vs `{baseline}`",
+        "",
+        f"Difference (init − {baseline}) on the same seed, {pct} t-interval, two-sided paired "
+        f"t-test; p (Holm) corrects across all {len(comps)} comparisons of this study.",
+        "",
+    ]
+    table = []
+    for c in comps:
+        row = dict(zip(stats.CONFIG, c.config, strict=True))
+        r = c.result
+        table.append([
+            setting_label(row), label(row), c.metric, str(r.n), _num(r.mean),
+            f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p), _p(c.p_holm),
+        ])  # fmt: skip
+    return out + _table(
+        ["setting", "init", "metric", "n", "mean diff", pct + " CI", "t", "p", "p (Holm)"], table
+    )
+
+
+def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
+    """The report's sections, in order, each a list of markdown lines: the one place where
+    the report is assembled (a new section goes here)."""
+    cfg = study.load_config()
+    task = tasks.get(cfg["study"]["task"])
+    env_path = study.path / "environment.json"
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    plugin_info = env.get("plugins", {})
+    all_rows = typed_rows(study.results_path)
+    rows = [r for r in all_rows if r["status"] in FINISHED]
+    out = [_header(cfg, env, all_rows, rows)]
+    if not rows:
+        return [*out, ["No finished runs yet."]]
+    out += [_inits_section(cfg, plugin_info.get("init", {})), _config_table(cfg, all_rows)]
+    name = cfg["stats"]["baseline"]
+    if name:  # rows name a plug-in by its label
+        baseline = plugin_info.get("init", {}).get(name, {}).get("label", name)
         out += [
-            f"## Paired differences vs `{baseline}`",
-            "",
-            f"Difference (init − {baseline}) on the same seed, {pct} t-interval, two-sided paired "
-            f"t-test; p (Holm) corrects across all {len(comps)} comparisons of this study.",
-            "",
+            _paired_section(cfg, rows, baseline),
+            _steps_section(cfg, rows, baseline),
+            _selection_section(cfg, rows, baseline),
         ]
-        table = []
-        for c in comps:
-            row = dict(zip(stats.CONFIG, c.config, strict=True))
-            r = c.result
-            table.append([
-                setting_label(row), label(row), c.metric, str(r.n), _num(r.mean),
-                f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p), _p(c.p_holm),
-            ])  # fmt: skip
-        out += _table(
-            ["setting", "init", "metric", "n", "mean diff", pct + " CI", "t", "p", "p (Holm)"],
-            table,
-        )
-        out += _steps_section(cfg, rows, baseline)
-        out += _selection_section(cfg, rows, baseline)
-    if not translation:
-        out += _emergence_section(cfg, rows)
-    if translation:
-        from .translation.report import translation_section
-
-        out += translation_section(study, rows)
+    out.append(_emergence_section(cfg, rows))
+    out.append(task.report_section(cfg, rows, study.run_dir))
     if plots:
-        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
-    return "\n".join(out) + "\n"
+        out.append(["## Plots", "", *[f"![{Path(p).stem}]({p})" for p in plots], ""])
+    return out
+
+
+def build_report(study: StudyDir, plots: list[str]) -> str:
+    """``report.md`` of the study: its sections joined."""
+    lines = [line for section in sections(study, plots) for line in section]
+    return "\n".join(lines) + "\n"
 
 
 def _steps_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:

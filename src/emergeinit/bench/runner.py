@@ -1,20 +1,23 @@
-"""One run: data -> model -> init -> train -> a result row, with its metrics streamed to disk.
+"""One run: the template every task runs through, with its metrics streamed to disk.
+
+    seed -> task.prepare (data) -> build the model -> init -> (resume) -> task.train -> result
 
 A run is described entirely by its resolved run config (see :func:`.study.expand`); everything
-random in it derives from the run seed through named streams, so a run repeats bit for bit on
-CPU and, for one seed, every init sees the same data order and the same base-init draws.
+random in it derives from the run seed through named streams (:mod:`.runtime`), so a run repeats
+bit for bit on CPU and, for one seed, every init sees the same data order and the same base-init
+draws. The template owns what every task shares: the device, the model's seed, the init and its
+timing, the init record in the stream, checkpoints (with every random stream) and resuming.
 
-Runs are durable (:mod:`.checkpoint`): a classification run checkpoints every
-``train.checkpoint_every`` steps and at the end, and :func:`execute_run` on a run directory
-that holds a checkpoint continues from it, bit for bit. Translation runs do the same.
+Runs are durable (:mod:`.checkpoint`): a run checkpoints every ``train.checkpoint_every`` steps
+and at the end, and :func:`execute_run` on a run directory that holds a checkpoint continues
+from it, bit for bit (see ``docs/scaling.md#resume-and-durability``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import sys
+import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -22,75 +25,51 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..models import build_model, example_input
-from . import ddp
-from .checkpoint import CheckpointError, RunJournal, capture_rng, exclusive, restore_rng
-from .data import Splits, load_splits
-from .inits import InitContext, apply_init
-from .train import MetricSink, Progress, _finite_or_none, build_optimizer, train_classification
+from ..models import build_model
+from . import runtime, tasks
+from .checkpoint import CheckpointError, RunJournal, capture_rng, exclusive
+from .inits import InitContext, InitOutcome, apply_init
 
+__all__ = ["Progress", "execute_run", "probe_init", "run_task"]
 
-def derive_seed(seed: int, stream: str) -> int:
-    """An independent 63-bit seed for one named random stream of a run."""
-    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+Progress = Callable[[int, int], None]
+MetricSink = Callable[[dict[str, Any]], None]
+
+log = logging.getLogger(__name__)
 
 
-def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
+def _initialize(
+    task: tasks.Task, run: dict[str, Any], data_dir: Path | None, run_dir: Path | None
+) -> tuple[torch.device, tasks.Prepared, torch.nn.Module, InitOutcome, float]:
+    """The template's first half: data, then the model built from the run's ``model`` stream,
+    then the init (timed), all on the run's device."""
+    seed = run["seed"]
+    device = runtime.resolve_device(run["train"]["device"])
+    prepared = task.prepare(run, device, data_dir, run_dir)
+    torch.manual_seed(runtime.derive_seed(seed, "model"))
+    model = build_model(prepared.spec).to(device)
+    ctx = InitContext(
+        spec=prepared.spec,
+        example_input=prepared.example(),
+        settings=run["init"],
+        train=run["train"],
+        generator=runtime.generator(seed, "init"),
+        sample=prepared.sample,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    outcome = apply_init(run["init"]["name"], model, ctx)
+    return device, prepared, model, outcome, time.perf_counter() - start
 
 
-def _device(name: str) -> torch.device:
-    """``auto`` = CUDA when available; under DDP each rank takes ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    group = ddp.current()
-    if device.type == "cuda" and device.index is None and group is not None:
-        device = torch.device("cuda", group.local_rank)
-    return device
+def probe_init(run: dict[str, Any], data_dir: Path | None) -> None:
+    """Preflight of a plug-in init: build ``run``'s model and initialize it exactly as the run
+    will (a :class:`~emergeinit.errors.ConfigError` says what is wrong), then drop it."""
+    _initialize(tasks.get(run["task"]), run, data_dir, None)
 
 
-def _to(splits: Splits, device: torch.device) -> Splits:
-    if device.type == "cpu":
-        return splits
-    moved = {
-        k: getattr(splits, k).to(device)
-        for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
-    }
-    return Splits(name=splits.name, shape=splits.shape, classes=splits.classes, **moved)
-
-
-def _measurer(run: dict[str, Any], splits: Splits) -> Callable[[nn.Module], float | None] | None:
-    """log10 E on a fixed validation batch, if the measure module exists (it is optional)."""
-    cfg = run["measure"]
-    if not cfg["enabled"]:
-        return None
-    try:
-        from ..measure import measure_emergence
-    except ImportError:
-        return None
-    inputs = splits.val_x[: cfg["examples"]]
-
-    def measure(model: nn.Module) -> float | None:
-        # Training mode, as SPEC 2.2 allows: BatchNorm uses batch statistics, as in training.
-        was_training = model.training
-        model.train()
-        try:
-            result = measure_emergence(
-                model, inputs, tau=cfg["tau"], granularity=cfg["granularity"]
-            )
-            value = float(result.log10_e_mean)
-        finally:
-            model.train(was_training)
-        return _finite_or_none(value)
-
-    return measure
-
-
-def classification(
+def run_task(
     run: dict[str, Any],
     emit: MetricSink,
     data_dir: Path | None,
@@ -98,114 +77,50 @@ def classification(
     run_dir: Path | None = None,
     journal: RunJournal | None = None,
 ) -> dict[str, Any]:
-    """The classification task: returns the run's metric columns.
+    """One run of its task, through the template; returns the run's metric columns.
 
     With a ``journal`` it checkpoints, and continues from ``journal.resumed`` when set: the
     model is rebuilt and initialized again (deterministic, and it rebuilds ``emergence-lr``'s
     parameter groups), then every state is overwritten from the checkpoint.
     """
-    seed = run["seed"]
+    task = tasks.get(run["task"])
     resume = journal.resumed if journal is not None else None
-    device = _device(run["train"]["device"])
-    splits = _to(load_splits(run["data"]["dataset"], run["data"], data_dir), device)
-    spec = run["model"]
-    torch.manual_seed(derive_seed(seed, "model"))
-    model = build_model(spec).to(device)
-    example = example_input(spec, batch_size=8, generator=generator(seed, "example"))
-    if isinstance(example, torch.Tensor):
-        example = example.to(device)
-    init_data = generator(seed, "init-data")
-
-    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randint(len(splits.train_y), (n,), generator=init_data).to(device)
-        return splits.train_x[idx], splits.train_y[idx]
-
-    ctx = InitContext(
-        spec=spec,
-        example_input=example,
-        settings=run["init"],
-        train=run["train"],
-        generator=generator(seed, "init"),
-        sample=sample,
-        seed=seed,
-    )
-    start = time.perf_counter()
-    outcome = apply_init(run["init"]["name"], model, ctx)
-    init_seconds = time.perf_counter() - start
-    measure = _measurer(run, splits)
+    if resume is not None and not isinstance(resume.get("init"), dict):
+        raise CheckpointError("does not fit this run (no init record)")
+    device, prepared, model, outcome, init_seconds = _initialize(task, run, data_dir, run_dir)
     if resume is None:
-        log10_e_init = measure(model) if measure is not None else None
+        for note in prepared.notes:  # a resumed run's notes are in the stream already
+            emit({"event": "note", "text": note})
+        log10_e_init = prepared.measure(model) if prepared.measure is not None else None
         emit({"event": "init", "seconds": init_seconds, "log10_e": log10_e_init, **outcome.info})
     else:  # measured, and streamed, by the attempt that wrote the checkpoint
         try:
             init_seconds, log10_e_init = resume["init"]["seconds"], resume["init"]["log10_e"]
         except (KeyError, TypeError) as exc:
             raise CheckpointError(f"does not fit this run (no init record: {exc!r})") from exc
-
-    group = ddp.current()
-    train_model: nn.Module | None = None
-    if group is not None:
-        digest = ddp.check_identical(model)
-        if resume is None:
-            emit({"event": "ddp", "world_size": group.world, "backend": group.backend,
-                  "weights_sha256": digest})  # fmt: skip
-        model = ddp.prepare(model, device)
-        train_model = group.wrap(model, device)
-
-    params = outcome.param_groups if outcome.param_groups is not None else model.parameters()
-    optimizer = build_optimizer(params, run["train"], run["train"]["lr"])
     init_state = {"seconds": init_seconds, "log10_e": log10_e_init}
 
     def save(state: dict[str, Any]) -> None:
         assert journal is not None
         journal.save({**state, "init": init_state, "rng": capture_rng(device)})
 
-    if resume is not None:
-        try:
-            restore_rng(resume["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"does not fit this run ({type(exc).__name__}: {exc})") from exc
-    summary, end = train_classification(
-        model,
-        optimizer,
-        splits,
-        run["train"],
-        generator=generator(seed, "data-order"),
+    ctx = tasks.RunContext(
+        run=run,
+        device=device,
+        seed=run["seed"],
         emit=emit,
-        measure=measure if run["measure"]["during_training"] else None,
         on_progress=on_progress,
         resume=resume,
-        on_checkpoint=save if journal is not None else None,
-        train_model=train_model,
-        shard=group.shard(run["train"]["batch_size"]) if group is not None else None,
+        save=save if journal is not None else None,
+        run_dir=run_dir,
+        data_dir=data_dir,
     )
+    summary, end = task.train(model, outcome.param_groups, prepared, ctx)
     summary.update(log10_e_init=log10_e_init, init_seconds=init_seconds)
     if journal is not None:
         journal.save({**end, "init": init_state, "rng": capture_rng(device)}, finished=True,
                      summary=summary)  # fmt: skip
     return summary
-
-
-def translation(
-    run: dict[str, Any],
-    emit: MetricSink,
-    data_dir: Path | None,
-    on_progress: Progress | None,
-    run_dir: Path | None = None,
-    journal: RunJournal | None = None,
-) -> dict[str, Any]:
-    """The translation task (issue 5), imported lazily: it needs sacrebleu and sentencepiece."""
-    from .translation.task import run_translation
-
-    return run_translation(run, emit, data_dir, on_progress, run_dir, journal)
-
-
-# Task name -> function(run, emit, data_dir, on_progress, run_dir, journal); every task
-# checkpoints through its journal.
-TASKS: dict[str, Callable[..., dict[str, Any]]] = {
-    "classification": classification,
-    "translation": translation,
-}
 
 
 def execute_run(
@@ -221,7 +136,7 @@ def execute_run(
     Resumes from ``run_dir/checkpoint.pt`` when there is a usable one (a finished run's
     checkpoint returns its summary at once). Never raises for a failure inside the run: the
     row says ``failed`` and ``run_dir/error.txt`` holds the traceback, so one crash does not
-    stop a study. ``writer=False`` (DDP ranks other than 0) writes nothing.
+    stop a study. ``writer=False`` (data-parallel ranks other than 0) writes nothing.
     """
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +144,7 @@ def execute_run(
         (run_dir / "error.txt").unlink(missing_ok=True)
     with _run_lock(run_dir, run["run_id"], writer):
         journal = RunJournal(run_dir, run["run_id"], writer=writer)
-        journal.resumed = ddp.share(journal.open())  # under DDP, rank 0's decision for all
+        journal.resumed = runtime.share(journal.open())  # data-parallel: rank 0 decides
         try:
             summary = _attempt(run, journal, data_dir, on_progress, run_dir)
             error = ""
@@ -237,7 +152,7 @@ def execute_run(
             if writer:
                 (run_dir / "error.txt").write_text(traceback.format_exc())
             else:
-                traceback.print_exc()
+                log.exception("run %s crashed", run["run_id"])
             summary = {"status": "failed"}
             error = f"{type(exc).__name__}: {exc}"
         summary["wall_seconds"] = journal.wall_seconds()
@@ -264,14 +179,13 @@ def _attempt(
     state = journal.resumed
     if state is not None and state["finished"]:
         return dict(state["summary"])  # trained to the end; only its row was not recorded
-    task = TASKS[run["task"]]
     try:
-        return task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
+        return run_task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
     except CheckpointError as exc:
         if state is None:
             raise
         journal.restart(f"checkpoint {journal.checkpoint_path} {exc}")
-        return task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
+        return run_task(run, journal.emit, data_dir, on_progress, run_dir, journal=journal)
 
 
 @contextlib.contextmanager
@@ -286,6 +200,6 @@ def _run_lock(run_dir: Path, rid: str, writer: bool) -> Iterator[None]:
         if held:
             yield
             return
-    print(f"run {rid}: waiting for another process that holds {path}", file=sys.stderr, flush=True)
+    log.warning("run %s: waiting for another process that holds %s", rid, path)
     with exclusive(path, wait=True):
         yield

@@ -1,18 +1,23 @@
 """Statistics over seeds: summaries with t confidence intervals, paired tests, Holm, selection.
 
-Pure functions over plain numbers and result rows (dicts), so each is testable against values
-computed by hand. A run that diverged keeps its (low) accuracy: dropping it would flatter the
-init that diverges.
+Pure functions over plain numbers and result rows (dicts). The statistics come from
+``scipy.stats`` (t quantiles and intervals, the paired t-test and its interval, Spearman's rho,
+the percentile bootstrap); only what scipy lacks is written here, a few lines each: Holm's
+step-down correction, the Fisher z interval of Spearman's rho, the degenerate cases scipy
+answers with NaN. A run that diverged keeps its (low) accuracy: dropping it would flatter the
+init that diverges. See ``docs/bench.md#statistics-in-the-report``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from scipy import stats as sps
 
 # The axes that identify a configuration; SETTING is what a baseline is paired on (plus seed).
@@ -42,7 +47,8 @@ class Paired:
 
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
-    """Mean, std and the t-interval of the mean; nan where ``n`` is too small."""
+    """Mean, std and the t-interval of the mean (``scipy.stats.t.interval``); nan where
+    ``n`` is too small. The mean is ``math.fsum``'s correctly rounded one."""
     xs = [float(v) for v in values if v is not None and not math.isnan(v)]
     n = len(xs)
     if n == 0:
@@ -51,14 +57,18 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
     if n < 2:
         return Summary(1, mean, math.nan, math.nan, math.nan)
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = float(sps.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    if std == 0.0:  # scipy rejects a zero scale; the interval is the point itself
+        return Summary(n, mean, 0.0, mean, mean)
+    low, high = sps.t.interval(confidence, n - 1, loc=mean, scale=std / math.sqrt(n))
+    return Summary(n, mean, std, float(low), float(high))
 
 
 def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Paired:
-    """Paired difference ``a - b`` (matched by position): mean, t-interval and t-test.
+    """Paired difference ``a - b`` (matched by position): mean, t-interval and t-test
+    (``scipy.stats.ttest_rel`` and its ``confidence_interval``).
 
-    With all differences equal the test is degenerate: p = 1 when they are 0, else 0.
+    With all differences equal the test is degenerate (scipy gives NaN): here p = 1 when they
+    are 0, else 0, and the interval is the difference itself.
     """
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
@@ -69,13 +79,21 @@ def paired(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> 
     if s.std == 0.0:
         t = 0.0 if s.mean == 0.0 else math.copysign(math.inf, s.mean)
         return Paired(s.n, s.mean, 0.0, s.mean, s.mean, t, 1.0 if s.mean == 0.0 else 0.0)
-    t = s.mean / (s.std / math.sqrt(s.n))
-    p = float(2.0 * sps.t.sf(abs(t), s.n - 1))
-    return Paired(s.n, s.mean, s.std, s.low, s.high, t, p)
+    with warnings.catch_warnings():  # nearly equal differences: scipy warns, the answer stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = sps.ttest_rel([float(x) for x in a], [float(y) for y in b])
+        interval = test.confidence_interval(confidence)
+    return Paired(
+        s.n, s.mean, s.std, float(interval.low), float(interval.high), float(test.statistic),
+        float(test.pvalue),
+    )  # fmt: skip
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone); nan stays nan, not counted."""
+    """Holm-Bonferroni adjusted p-values (step-down, monotone); nan stays nan, not counted.
+
+    scipy has no Holm correction (``scipy.stats.false_discovery_control`` is Benjamini-Hochberg).
+    """
     indexed = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
     m = len(indexed)
     adjusted = [math.nan] * len(pvalues)
@@ -310,8 +328,14 @@ class Correlation:
     boot_high: float
 
 
-def _ranks(values: Any) -> Any:
-    return sps.rankdata(values, axis=-1)
+def _rank_correlation(x: Any, y: Any, axis: int = -1) -> Any:
+    """Spearman's rho along ``axis`` (Pearson's r of average ranks); nan where a side is
+    constant. Vectorized, as ``scipy.stats.bootstrap`` calls it on a batch of resamples."""
+    rx = sps.rankdata(x, axis=axis)
+    ry = sps.rankdata(y, axis=axis)
+    with warnings.catch_warnings():  # a constant resample has no rank correlation: nan
+        warnings.simplefilter("ignore")
+        return sps.pearsonr(rx, ry, axis=axis).statistic
 
 
 def spearman(
@@ -324,15 +348,15 @@ def spearman(
 ) -> Correlation:
     """Spearman's rho of paired values with two intervals: Fisher z and a bootstrap.
 
-    Pairs with a missing or nan value are dropped. The Fisher interval is
-    ``tanh(atanh(rho) +- z_q * sqrt(1.06 / (n - 3)))`` (the Fieller-Hartley-Pearson variance of
-    Spearman's z), needs n >= 4. The bootstrap resamples the pairs with replacement
-    (``resamples`` times, generator seeded with ``seed``, so the interval is reproducible),
-    skips resamples where either side is constant, and takes the percentile interval. Both
-    treat pairs as independent, which runs sharing a seed are not quite.
+    Pairs with a missing or nan value are dropped. rho and p are ``scipy.stats.spearmanr``'s.
+    The Fisher interval is ``tanh(atanh(rho) +- z_q * sqrt(1.06 / (n - 3)))`` (the
+    Fieller-Hartley-Pearson variance of Spearman's z; scipy has none for Spearman), needs
+    n >= 4. The bootstrap is ``scipy.stats.bootstrap`` over the pairs (``resamples`` paired
+    resamples from a generator seeded with ``seed``, so the interval is reproducible); its
+    percentile interval is taken over the resamples that have a rank correlation (a resample
+    where either side is constant has none and is left out). Both intervals treat pairs as
+    independent, which runs sharing a seed are not quite.
     """
-    import numpy as np
-
     pairs = [
         (float(a), float(b))
         for a, b in zip(x, y, strict=True)
@@ -356,17 +380,19 @@ def spearman(
         else:
             z, se = math.atanh(rho), math.sqrt(1.06 / (n - 3))
             fisher_low, fisher_high = math.tanh(z - q * se), math.tanh(z + q * se)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
-    rx, ry = _ranks(xs[idx]), _ranks(ys[idx])
-    rx = rx - rx.mean(axis=1, keepdims=True)
-    ry = ry - ry.mean(axis=1, keepdims=True)
-    denom = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
-    ok = denom > 0
-    boot = (rx * ry).sum(axis=1)[ok] / denom[ok]
-    if boot.size:
+    with warnings.catch_warnings():  # NaN resamples make scipy warn; they are left out below
+        warnings.simplefilter("ignore")
+        res = sps.bootstrap(
+            (xs, ys), _rank_correlation, paired=True, vectorized=True, n_resamples=resamples,
+            method="percentile", confidence_level=confidence, rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    boot = res.bootstrap_distribution
+    if np.all(np.isfinite(boot)):
+        interval = res.confidence_interval
+        boot_low, boot_high = float(interval.low), float(interval.high)
+    elif np.any(np.isfinite(boot)):
         tail = (1 - confidence) / 2 * 100
-        boot_low, boot_high = (float(v) for v in np.percentile(boot, [tail, 100 - tail]))
+        boot_low, boot_high = (float(v) for v in np.nanpercentile(boot, [tail, 100 - tail]))
     else:
         boot_low = boot_high = nan
     return Correlation(n, rho, p, fisher_low, fisher_high, boot_low, boot_high)

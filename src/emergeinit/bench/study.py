@@ -1,9 +1,9 @@
-"""A study on disk: grid expansion, stable run ids, atomic results and resume.
+"""A study on disk: grid expansion, stable run ids, preflight, atomic results and resume.
 
 Layout of a study directory::
 
     config.toml         the resolved config (every default filled in)
-    environment.json    torch/numpy/python versions, threads, CPU, data notices
+    environment.json    torch/numpy/python versions, threads, CPU, data notices, plug-ins
     results.csv         one row per finished run, rewritten atomically after each run
     runs/<run_id>/      config.json, metrics.jsonl (streamed), checkpoint.pt (see
                         :mod:`.checkpoint`), error.txt for a crashed run
@@ -12,16 +12,21 @@ Layout of a study directory::
 A run id is a hash of the run's own resolved config, so it is stable across machines and
 studies; resuming skips every id already in ``results.csv`` with status ok or diverged, and
 every other run continues from its last checkpoint.
+
+The generic layer: what depends on the task is asked of it through the registry
+(:mod:`.tasks`), never by its name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import itertools
 import json
+import logging
 import os
 import platform
 import re
@@ -33,84 +38,52 @@ from typing import Any
 
 from ..errors import ConfigError
 from . import config as cfgmod
-from .checkpoint import exclusive, fsync_dir, temp_path
-from .data import dataset_shape, is_available
-from .translation.schema import data_table as translation_data_table
+from . import optim, plugins, tasks
+from .checkpoint import capture_rng, exclusive, fsync_dir, restore_rng, temp_path
+from .labels import BUILTIN_INITS, EMERGENCE_INITS
+
+log = logging.getLogger(__name__)
 
 FINISHED = ("ok", "diverged")
-RESERVED = ("bleu", "bleu_tok", "chrf", "val_bleu")  # translation metrics (issue 5)
+#: Result columns every study has, whatever its task (the historic layout of results.csv;
+#: the last four are translation's scores).
+RESERVED = ("bleu", "bleu_tok", "chrf", "val_bleu")
 
 
-def fill_spec(template: str, shape: tuple[int, int, int], classes: int) -> str:
-    """Fill ``{features}``, ``{shape}`` and ``{classes}`` in a model spec from the dataset."""
-    c, h, w = shape
-    return (
-        template.replace("{features}", str(c * h * w))
-        .replace("{shape}", f"{c}x{h}x{w}")
-        .replace("{classes}", str(classes))
-    )
+# --- preflight --------------------------------------------------------------------------------
+
+
+def preflight(
+    cfg: dict[str, Any], data_dir: Path | None
+) -> tuple[dict[str, Any], list[str]]:
+    """Everything that can fail before the study starts, raised as ``ConfigError`` naming the
+    key: plug-in inits and optimizers resolve (and a plug-in optimizer builds), then the task's
+    own preflight (data files, plug-in datasets, fallbacks). Returns the config to run and
+    notices for the user."""
+    from .inits import resolve_init
+
+    task = tasks.get(cfg["study"]["task"])
+    for name in cfg["init"]["names"]:
+        if name not in BUILTIN_INITS:
+            resolve_init(name)
+    train = {**cfg["train"], "lr": cfg["train"]["lr"][0]}
+    optim.check_optimizer(train)
+    if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
+        optim.family(train)  # a plug-in optimizer must say how it scales updates
+    return task.preflight(cfg, data_dir)
 
 
 def resolve_datasets(
     cfg: dict[str, Any], data_dir: Path | None
 ) -> tuple[dict[str, Any], list[str]]:
-    """Replace missing file datasets by ``data.fallback`` (with a notice), or fail clearly."""
-    from .data import DataFileError, idx
-    from .data import cifar10 as cifar
-
-    if cfg["study"]["task"] == "translation":  # reads users' parallel files now, not per run
-        from .translation.schema import preflight
-
-        return preflight(cfg, data_dir), []
-    out = json.loads(json.dumps(cfg))
-    notices: list[str] = []
-    datasets: list[str] = []
-    for name in cfg["data"]["dataset"]:
-        if is_available(name, data_dir):
-            datasets.append(name)
-            continue
-        how = idx.HOW_TO_GET if name == "fashion-mnist" else cifar.HOW_TO_GET
-        fallback = cfg["data"]["fallback"]
-        if not fallback:
-            raise DataFileError(f"dataset {name!r} not found; {how}")
-        notices.append(
-            f"NOTICE: {name} data not found ({data_dir or 'default location'}); this study "
-            f"uses {fallback} instead. To run on {name}: {how}."
-        )
-        if fallback not in datasets:
-            datasets.append(fallback)
-        notices += _fit_sizes(out["data"], fallback, data_dir)
-    out["data"]["dataset"] = datasets
-    return out, notices
-
-
-def _fit_sizes(data: dict[str, Any], name: str, data_dir: Path | None) -> list[str]:
-    """Shrink subset sizes meant for the replaced dataset to what the fallback holds."""
-    from .data import pool_sizes
-
-    train_pool, test_pool = pool_sizes(name, data, data_dir)
-    if data["val_size"] + data["train_size"] < train_pool and data["test_size"] <= test_pool:
-        return []
-    data["val_size"] = min(data["val_size"], train_pool // 4)
-    data["train_size"] = min(data["train_size"], train_pool - data["val_size"])
-    data["test_size"] = min(data["test_size"], test_pool)
-    return [
-        f"NOTICE: subset sizes shrunk to fit {name}: train_size {data['train_size']}, val_size "
-        f"{data['val_size']}, test_size {data['test_size']} (0 = all)."
-    ]
-
-
-def _data_table(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    data = {k: cfg["data"][k] for k in ("train_size", "val_size", "test_size", "seed")}
-    data["dataset"] = name
-    if name == "synthetic":
-        data["synthetic"] = dict(cfg["data"]["synthetic"])
-    return data
+    """The task's data preflight (missing files, fallbacks, plug-in datasets): the config to
+    run and notices for the user."""
+    return tasks.get(cfg["study"]["task"]).preflight(cfg, data_dir)
 
 
 def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
     init = cfg["init"]
-    if name in cfgmod.EMERGENCE_INITS:
+    if name in EMERGENCE_INITS:
         return [
             {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"]}
             for a, p, h, b in itertools.product(
@@ -128,22 +101,18 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of the study, as self-contained run configs, in a stable order.
 
     Emergence-only axes (alpha, pivot, head, base) multiply only the emergence inits; each
-    baseline runs once per (dataset, model, lr, seed).
+    other init runs once per (dataset, model, lr, seed).
     """
+    task = tasks.get(cfg["study"]["task"])
     train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
-    if train["optimizer"] == "adam":
-        train.pop("nesterov")
-        train.pop("momentum")
-    translation = cfg["study"]["task"] == "translation"
+    if train["optimizer"] in ("adam", "adamw"):
+        for key in optim.SGD_ONLY:
+            train.pop(key)
     runs = []
     for dataset in cfg["data"]["dataset"]:
-        if translation:  # vocabulary sizes come from the tokenizers, at run time
-            data_table = translation_data_table(cfg, dataset)
-        else:
-            shape, classes = dataset_shape(dataset, cfg["data"])
-            data_table = _data_table(cfg, dataset)
+        data_table = task.data_table(cfg, dataset)
         for template in cfg["model"]["spec"]:
-            spec = template if translation else fill_spec(template, shape, classes)
+            spec = task.model_spec(cfg, dataset, template)
             for lr in cfg["train"]["lr"]:
                 for init_name in cfg["init"]["names"]:
                     for init in _init_tables(cfg, init_name):
@@ -156,47 +125,59 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
                                 "train": {**train, "lr": lr},
                                 "measure": dict(cfg["measure"]),
                                 "seed": seed,
+                                **task.run_tables(cfg),
                             }
-                            if translation:
-                                run["translation"] = dict(cfg["translation"])
                             run["run_id"] = run_id(run)
                             runs.append(run)
     return runs
 
 
 def check_runs(runs: list[dict[str, Any]], data_dir: Path | None) -> None:
-    """Problems every run would hit, raised before anything runs: bad model specs, subsets
-    larger than the data."""
+    """Problems every run would hit, raised before anything runs: bad model specs (built on
+    the meta device), the task's own (e.g. subsets larger than the data), and plug-in inits,
+    each tried once on the model of its first run."""
     import torch
 
     from ..models import build_model
-    from .data import pool_sizes
 
     seen: set[str] = set()
     for run in runs:
-        key = json.dumps([run["model"], run["data"]], sort_keys=True)
-        if key in seen:
+        if run["model"] in seen:
             continue
-        seen.add(key)
+        seen.add(run["model"])
         try:
             with torch.device("meta"):  # builds the structure without allocating weights
                 build_model(run["model"])
         except ConfigError as exc:
             raise ConfigError(f"model.spec: {exc}") from None
-        if run["task"] == "translation":  # corpus sizes are checked by the translation task
+    if runs:
+        tasks.get(runs[0]["task"]).check_runs(runs, data_dir)
+    probed: set[str] = set()
+    for run in runs:
+        name = run["init"]["name"]
+        if name in BUILTIN_INITS or name in probed:
             continue
-        data = run["data"]
-        train_pool, test_pool = pool_sizes(data["dataset"], data, data_dir)
-        if data["val_size"] + data["train_size"] > train_pool - (data["train_size"] == 0):
-            raise ConfigError(
-                f"data.train_size + data.val_size: {data['train_size']} + {data['val_size']} "
-                f"exceed the {train_pool} training examples of {data['dataset']}"
-            )
-        if data["test_size"] > test_pool:
-            raise ConfigError(
-                f"data.test_size: {data['test_size']} exceeds the {test_pool} test examples "
-                f"of {data['dataset']}"
-            )
+        probed.add(name)
+        _probe(run, data_dir)
+
+
+def _probe(run: dict[str, Any], data_dir: Path | None) -> None:
+    import torch
+
+    from .runner import probe_init
+
+    saved = capture_rng(torch.device("cpu"))  # the probe leaves no trace in global streams
+    try:
+        probe_init(run, data_dir)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"init.names: plug-in {run['init']['name']!r} raised {type(exc).__name__}: {exc} "
+            f"when called as fn(model, ctx) on {run['model']!r}"
+        ) from None
+    finally:
+        restore_rng(saved)
 
 
 # ``train`` keys left out of the run id: how a run executes, never what it computes (so that
@@ -222,31 +203,69 @@ def run_id(run: dict[str, Any]) -> str:
 
 
 def columns(cfg: dict[str, Any]) -> list[str]:
-    """``results.csv`` columns; empty cells where an axis or metric does not apply."""
+    """``results.csv`` columns; empty cells where an axis or metric does not apply. Every task
+    writes the same standard columns; a task's own ones come before ``error``."""
     targets = [f"steps_to_{t:g}" for t in cfg["train"]["targets"]]
+    own = list(tasks.get(cfg["study"]["task"]).columns)
     return [
         "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot",
         "head", "optimizer", "lr", "seed", "epochs",
         "val_acc_epoch1", "test_acc_epoch1", "val_acc_final", "test_acc_final", "test_loss",
         "train_loss_final", "steps", *targets, "log10_e_init", "log10_e_final",
-        "init_seconds", "train_seconds", "wall_seconds", *RESERVED, "error",
+        "init_seconds", "train_seconds", "wall_seconds", *RESERVED, *own, "error",
     ]  # fmt: skip
 
 
+_PLUGIN_KEYS = {"init": "init.names", "dataset": "data.dataset", "optimizer": "train.optimizer"}
+
+
+@functools.lru_cache(maxsize=256)
+def plugin_label(kind: str, name: str) -> str:
+    """How results name a dataset, init or optimizer: a built-in's own name; a plug-in's
+    ``name`` attribute, or the import path / entry point the study gave."""
+    builtin = {
+        "init": BUILTIN_INITS,
+        "optimizer": optim.BUILTIN,
+        "dataset": tuple(d for t in tasks.registered() for d in t.datasets),
+    }[kind]
+    if name in builtin:
+        return name
+    return plugins.label(name, plugins.resolve(kind, name, _PLUGIN_KEYS[kind]))
+
+
+def plugin_info(cfg: dict[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
+    """The study's plug-ins by kind and name: their label and one line on what they are (kept
+    in ``environment.json``, so the report never has to import them)."""
+    named = {
+        "init": cfg["init"]["names"],
+        "dataset": cfg["data"]["dataset"],
+        "optimizer": [cfg["train"]["optimizer"]],
+    }
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for kind, names in named.items():
+        for name in names:
+            text = plugin_label(kind, name)
+            if text == name and not plugins.is_plugin(kind, name):
+                continue
+            obj = plugins.resolve(kind, name, _PLUGIN_KEYS[kind])
+            out.setdefault(kind, {})[name] = {"label": text, "doc": plugins.describe(obj)}
+    return out
+
+
 def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    """The ``results.csv`` row of a run: its axes plus its metric summary."""
+    """The ``results.csv`` row of a run: its axes (plug-ins by label) plus its metric summary."""
     init = run["init"]
     row: dict[str, Any] = {
         "run_id": run["run_id"],
         "task": run["task"],
-        "dataset": run["data"]["dataset"],
+        "dataset": plugin_label("dataset", run["data"]["dataset"]),
         "model": run["model"],
-        "init": init["name"],
+        "init": plugin_label("init", init["name"]),
         "base": init.get("base", ""),
         "alpha": init.get("alpha", ""),
         "pivot": init.get("pivot", ""),
         "head": init.get("head", ""),
-        "optimizer": run["train"]["optimizer"],
+        "optimizer": plugin_label("optimizer", run["train"]["optimizer"]),
         "lr": run["train"]["lr"],
         "seed": run["seed"],
         "epochs": run["train"]["epochs"],
@@ -422,12 +441,10 @@ class StudyDir:
             kept = self.results_path.with_name(f"results.csv.corrupt-{stamp}")
             os.replace(self.results_path, kept)
             shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
-            print(
-                f"error: {self.results_path} is damaged ({shown}); kept as {kept.name}. "
-                f"{len(rows)} intact rows are kept; the other runs run again and resume "
-                "from their checkpoints",
-                file=sys.stderr,
-                flush=True,
+            log.error(
+                "%s is damaged (%s); kept as %s. %d intact rows are kept; the other runs run "
+                "again and resume from their checkpoints",
+                self.results_path, shown, kept.name, len(rows),
             )
         return {r["run_id"]: r for r in rows if r["status"] in FINISHED}
 

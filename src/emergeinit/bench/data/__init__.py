@@ -1,9 +1,11 @@
 """Datasets as in-memory tensors: train / validation / test splits, normalized.
 
-Every split is a pair of tensors (images N x C x H x W float32, labels int64), so training reads
-batches by indexing with no per-step Python overhead beyond the model. The validation split is
-held out of the training set and, like the training subset, fixed by ``data.seed`` (never by the
-run seed): every run of a study sees the same examples, only their order changes with the seed.
+Every split is a pair of tensors (images N x C x H x W or features N x F, float32; labels
+int64), so training reads batches by indexing with no per-step Python overhead beyond the model.
+The validation split is held out of the training set and, like the training subset, fixed by
+``data.seed`` (never by the run seed): every run of a study sees the same examples, only their
+order changes with the seed. A name that is not built in is a plug-in dataset (:mod:`.plugin`),
+cut and standardized the same way.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 from . import cifar10, idx
 from .digits import load_digits_arrays
 from .idx import DataFileError
+from .plugin import load_plugin
 from .synthetic import make_synthetic
 
 __all__ = [
+    "BUILTIN",
     "DataFileError",
     "Splits",
     "dataset_shape",
@@ -30,6 +34,9 @@ __all__ = [
     "load_splits",
     "pool_sizes",
 ]
+
+#: The datasets built into the harness; any other name is a plug-in.
+BUILTIN = ("fashion-mnist", "digits", "cifar10", "synthetic")
 
 _STATIC = {
     "fashion-mnist": ((1, 28, 28), 10),
@@ -41,7 +48,7 @@ _STATIC = {
 @dataclass(frozen=True)
 class Splits:
     name: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]  # (C, H, W) of an image, (F,) of a feature vector
     classes: int
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -51,11 +58,14 @@ class Splits:
     test_y: torch.Tensor
 
 
-def dataset_shape(name: str, data_cfg: dict[str, Any]) -> tuple[tuple[int, int, int], int]:
-    """(C, H, W) and number of classes, known without loading anything."""
+def dataset_shape(name: str, data_cfg: dict[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(C, H, W) (or (F,)) and number of classes; built-ins know them without loading."""
     if name == "synthetic":
         c, h, w = data_cfg["synthetic"]["shape"]
         return (c, h, w), int(data_cfg["synthetic"]["classes"])
+    if name not in BUILTIN:
+        found = load_plugin(name, data_cfg)
+        return found.shape, found.classes
     return _STATIC[name]
 
 
@@ -88,11 +98,14 @@ def pool_sizes(name: str, data_cfg: dict[str, Any], data_dir: Path | None) -> tu
         return 60000, 10000
     if name == "cifar10":
         return 50000, 10000
+    if name not in BUILTIN:
+        found = load_plugin(name, data_cfg)
+        return len(found.train_x), len(found.test_x)
     train_x, _, test_x, _ = _raw(name, data_dir, "", 0)
     return len(train_x), len(test_x)
 
 
-def _as_nchw(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+def _as_nchw(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return images.reshape(len(images), *shape)
 
 
@@ -112,7 +125,11 @@ def _load_splits(name: str, data_key: str, data_dir: Path | None) -> Splits:
             sort_keys=True,
         )
     seed = int(cfg["seed"])
-    train_x, train_y, test_x, test_y = _raw(name, data_dir, synthetic_key, seed)
+    if name in BUILTIN:
+        train_x, train_y, test_x, test_y = _raw(name, data_dir, synthetic_key, seed)
+    else:
+        found = load_plugin(name, cfg)
+        train_x, train_y, test_x, test_y = found.train_x, found.train_y, found.test_x, found.test_y
     rng = np.random.default_rng([seed, 0xDA7A])
     order = rng.permutation(len(train_y))
     val_size = int(cfg["val_size"])
@@ -141,10 +158,11 @@ def _load_splits(name: str, data_key: str, data_dir: Path | None) -> Splits:
         return torch.from_numpy(_as_nchw(np.asarray(images, dtype=np.float32), shape).copy())
 
     tx = tensor(train_x[train_idx])
-    # Per-channel standardization with training-subset statistics: the inputs every init
-    # assumes (zero mean, unit variance), with no information from val or test.
-    mean = tx.mean(dim=(0, 2, 3), keepdim=True)
-    std = tx.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    # Per-channel (per-feature) standardization with training-subset statistics: the inputs
+    # every init assumes (zero mean, unit variance), with no information from val or test.
+    dims = (0, *range(2, tx.ndim))
+    mean = tx.mean(dim=dims, keepdim=True)
+    std = tx.std(dim=dims, keepdim=True).clamp_min(1e-6)
 
     def norm(images: np.ndarray) -> torch.Tensor:
         return ((tensor(images) - mean) / std).contiguous()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ...errors import ConfigError
+from ....errors import ConfigError
 from .corpus import CorpusSettings, build_corpus
 from .metrics import moses_detokenizer
 from .parallel import ParallelText, has_bpe, load_parallel, undo_bpe

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from ..study import StudyDir
+from ...checkpoint import read_events
 
 Row = dict[str, Any]
 
@@ -30,16 +31,16 @@ EXPLANATION = [
 ]
 
 
-def translation_section(study: StudyDir, rows: list[Row]) -> list[str]:
+def translation_section(rows: list[Row], run_dir: Callable[[str], Path]) -> list[str]:
     """Markdown lines: the score definitions, data notes and the best run's first outputs."""
     out = list(EXPLANATION)
-    notes = _notes(study, rows)
+    notes = _notes(rows, run_dir)
     if notes:
         out += ["Data notes:", "", *[f"- {n}" for n in notes], ""]
     scored = [r for r in rows if r.get("bleu") is not None]
     if scored:
         best = max(scored, key=lambda r: r["bleu"])
-        path = study.run_dir(best["run_id"]) / "test.tsv"
+        path = run_dir(best["run_id"]) / "test.tsv"
         if path.is_file():
             with path.open(encoding="utf-8", newline="") as fh:
                 examples = list(csv.reader(fh, delimiter="\t"))[1:6]
@@ -55,14 +56,10 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|") or "(empty)"
 
 
-def _notes(study: StudyDir, rows: list[Row]) -> list[str]:
+def _notes(rows: list[Row], run_dir: Callable[[str], Path]) -> list[str]:
     notes: list[str] = []
     for r in rows:
-        path = study.run_dir(r["run_id"]) / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        for line in path.read_text(encoding="utf-8").splitlines():
-            event = json.loads(line)
+        for event in read_events(run_dir(r["run_id"])):
             if event.get("event") == "note" and event["text"] not in notes:
                 notes.append(event["text"])
     return notes

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from ...errors import ConfigError
+from ....errors import ConfigError
 from .parallel import ParallelText
 
 CorpusKind = Literal["numbers", "dates"]

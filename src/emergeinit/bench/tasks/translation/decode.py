@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...errors import ConfigError
-from ...models.transformer import Seq2SeqTransformer
+from ....errors import ConfigError
+from ....models.transformer import Seq2SeqTransformer
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 

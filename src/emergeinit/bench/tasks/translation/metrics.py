@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ...errors import ConfigError
+from ....errors import ConfigError
 from .parallel import undo_bpe
 
 

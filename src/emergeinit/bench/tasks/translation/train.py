@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...errors import ConfigError
-from ...models.transformer import Seq2SeqTransformer
-from ..checkpoint import CheckpointError, capture_rng, restore_rng
+from ....errors import ConfigError
+from ....models.transformer import Seq2SeqTransformer
+from ...checkpoint import CheckpointError, capture_rng, restore_rng
+from ...loop import LoopState, train_loop
 from .data import EncodedSplit, TranslationData
 from .decode import beam_search, greedy_decode
 from .metrics import Scores, score
@@ -225,8 +226,25 @@ def _cell(text: str) -> str:
     return " ".join(text.split())  # no tab or newline may break the TSV
 
 
-def _out_of_steps(settings: TrainSettings, step: int) -> bool:
-    return settings.max_steps is not None and step >= settings.max_steps
+class _TokenWindow:
+    """Translation's loss accounting: token-summed losses over the window's target tokens. A
+    non-finite step loss stops the run at once (it is read every step)."""
+
+    def __init__(self) -> None:
+        self.running = 0.0
+        self.tokens = 0
+
+    def add(self, loss: tuple[Tensor, int]) -> bool:
+        value = float(loss[0].detach())
+        if not math.isfinite(value):
+            return False
+        self.running, self.tokens = self.running + value, self.tokens + loss[1]
+        return True
+
+    def read(self) -> float:
+        mean = self.running / self.tokens
+        self.running, self.tokens = 0.0, 0
+        return mean
 
 
 def train_translation(
@@ -254,10 +272,11 @@ def train_translation(
     references, to ``out_dir/test.tsv``) when ``out_dir`` is given. A non-finite loss ends
     the run as ``diverged`` (a result, not an error).
 
-    ``on_checkpoint`` receives the training state (model, optimizer, schedule, every random
-    stream, the position in the batch order, the logged losses) every ``checkpoint_every``
-    updates before the last; ``resume`` (such a state) continues an interrupted run bit for
-    bit. The state at the end is the outcome's ``end_state``.
+    The loop is :func:`emergeinit.bench.loop.train_loop`. ``on_checkpoint`` receives the
+    training state (model, optimizer, schedule, every random stream, the position in the batch
+    order, the logged losses) every ``checkpoint_every`` updates before the last; ``resume``
+    (such a state) continues an interrupted run bit for bit. The state at the end is the
+    outcome's ``end_state``.
     """
     emit = emit or (lambda record: None)
     device = settings.device
@@ -271,19 +290,16 @@ def train_translation(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, inverse_sqrt(settings.warmup, constant=settings.constant)
     )
-    total = len(train_batches) * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
+    per_epoch = len(train_batches)
     # Data order depends on the seed only, never on the init's draws (paired design);
     # dropout draws from the global generator, seeded here so a run is reproducible.
     order_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
 
-    status, step, epoch_done, val_losses, train_loss = "ok", 0, 0.0, [], math.nan
-    running, running_tokens = 0.0, 0
-    # Where the loop stands: ``position`` is the next batch of epoch ``first`` in ``order``.
-    first, position, seconds_before = 1, 0, 0.0
-    order: Tensor | None = None
+    window = _TokenWindow()
+    position = LoopState()
+    train_loss, epoch_done = math.nan, 0.0
+    val_losses: list[float] = []
     if resume is not None:
         try:
             model.load_state_dict(resume["model"])
@@ -292,71 +308,63 @@ def train_translation(
             order_rng.set_state(resume["generator"])
             restore_rng(resume["rng"])
             loop = resume["loop"]
-            step, first, position = loop["step"], loop["epoch"], loop["position"]
-            order = loop["order"]
-            running, running_tokens = loop["running"], loop["running_tokens"]
+            position = LoopState(step=loop["step"], epoch=loop["epoch"], batch=loop["position"],
+                                 order=loop["order"], train_seconds=loop["train_seconds"])
+            window.running, window.tokens = loop["running"], loop["running_tokens"]
             train_loss, val_losses = loop["train_loss"], list(loop["val_losses"])
-            seconds_before = loop["train_seconds"]
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"does not fit this run ({type(exc).__name__}: {exc})") from exc
-    started = time.perf_counter()
 
-    def state(epoch: int) -> dict[str, Any]:
+    def state() -> dict[str, Any]:
+        p = position
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(), "generator": order_rng.get_state(),
             "rng": capture_rng(torch.device(device)),
-            "loop": {"step": step, "epoch": epoch, "position": position,
-                     "order": None if order is None else order.clone(),
-                     "running": running, "running_tokens": running_tokens,
+            "loop": {"step": p.step, "epoch": p.epoch, "position": p.batch,
+                     "order": None if p.order is None else p.order.clone(),
+                     "running": window.running, "running_tokens": window.tokens,
                      "train_loss": train_loss, "val_losses": list(val_losses),
-                     "train_seconds": seconds_before + time.perf_counter() - started},
+                     "train_seconds": p.train_seconds},
         }
 
-    epoch = first
-    for epoch in range(first, settings.epochs + 1):
-        if order is None:  # a new epoch; a resumed one goes on in its own order
-            order = torch.randperm(len(train_batches), generator=order_rng)
-        while position < len(order):
-            batch = train_batches[int(order[position])]
-            position += 1
-            loss = batch_loss(model, batch, settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            (loss / batch.tokens).backward()
-            if settings.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                status = "diverged"
-                emit({"event": "diverged", "step": step, "epoch": epoch})
-                break
-            running, running_tokens = running + value, running_tokens + batch.tokens
-            if step % settings.log_every == 0 or step == total:
-                train_loss = running / running_tokens
-                emit({"event": "train", "step": step,
-                      "epoch": epoch - 1 + position / len(train_batches),
-                      "loss": train_loss, "lr": optimizer.param_groups[0]["lr"]})
-                running, running_tokens = 0.0, 0
-                if on_progress is not None:
-                    on_progress(step, total)
-            if (on_checkpoint is not None and checkpoint_every
-                    and step % checkpoint_every == 0 and step < total):
-                on_checkpoint(state(epoch))
-            if _out_of_steps(settings, step):
-                break
-        epoch_done = epoch - 1 + position / len(train_batches)
-        order, position = None, 0
-        if status != "ok":
-            break
+    def train_step(order: Tensor, b: int) -> tuple[Tensor, int]:
+        batch = train_batches[int(order[b])]
+        loss = batch_loss(model, batch, settings.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        (loss / batch.tokens).backward()
+        if settings.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_norm)
+        optimizer.step()
+        schedule.step()
+        return loss, batch.tokens
+
+    def on_log(step: int, epoch: int, batch: int, mean: float) -> None:
+        nonlocal train_loss
+        train_loss = mean
+        emit({"event": "train", "step": step, "epoch": epoch - 1 + batch / per_epoch,
+              "loss": mean, "lr": optimizer.param_groups[0]["lr"]})
+
+    def on_epoch_end(step: int, epoch: int, batches: int) -> None:
+        nonlocal epoch_done
+        epoch_done = epoch - 1 + batches / per_epoch
         val_losses.append(evaluate_loss(model, valid_batches))
         emit({"event": "valid", "epoch": epoch_done, "step": step, "val_loss": val_losses[-1]})
-        if _out_of_steps(settings, step):
-            break
-    train_seconds = seconds_before + time.perf_counter() - started
-    end_state = state(epoch)
+
+    result = train_loop(
+        model, position, epochs=settings.epochs, per_epoch=per_epoch,
+        draw_order=lambda: torch.randperm(per_epoch, generator=order_rng),
+        train_step=train_step, window=window, log_every=settings.log_every, on_log=on_log,
+        on_progress=on_progress, on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every,
+        on_checkpoint=None if on_checkpoint is None else lambda _: on_checkpoint(state()),
+        max_steps=settings.max_steps,
+    )  # fmt: skip
+    status = "diverged" if result.diverged else "ok"
+    step, train_seconds = result.steps, result.train_seconds
+    if result.diverged:
+        epoch_done = position.epoch - 1 + position.batch / per_epoch
+        emit({"event": "diverged", "step": step, "epoch": position.epoch})
+    end_state = state()
 
     nan = float("nan")
     if status != "ok":

@@ -1,10 +1,10 @@
-"""Training loops and their metrics stream.
+"""The classification task's training: the step loop over in-memory tensors, evaluation,
+and the per-run summary.
 
 :func:`run_steps` is the bare step loop (index a batch from in-memory tensors, forward, loss,
-backward, step) with hooks at log, eval and epoch boundaries; the throughput benchmark times it
-against a plain PyTorch loop. :func:`train_classification` wraps it with evaluation, divergence
-handling and the per-run summary. A translation loop (issue 5) joins as a sibling function,
-dispatched by task name in :mod:`.runner`.
+backward, step) on the shared skeleton :func:`emergeinit.bench.loop.train_loop`; the throughput
+benchmark times it against a plain PyTorch loop. :func:`train_classification` wraps it with
+evaluation, divergence handling and the per-run summary.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,107 +20,71 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError
-from .data import Splits
+from ...checkpoint import CheckpointError
+from ...data import Splits
+from ...loop import LoopResult, LoopState, steps_per_epoch, train_loop
+from ...optim import build_scheduler
+from ...runtime import Shard
 
 MetricSink = Callable[[dict[str, Any]], None]
 Progress = Callable[[int, int], None]
 
 
-def build_optimizer(
-    params: Iterable[Any], train_cfg: dict[str, Any], lr: float
-) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or Adam; ``params`` may be parameter groups."""
-    if train_cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=lr,
-            momentum=train_cfg["momentum"],
-            nesterov=train_cfg["nesterov"] and train_cfg["momentum"] > 0,
-            weight_decay=train_cfg["weight_decay"],
-        )
-    return torch.optim.Adam(params, lr=lr, weight_decay=train_cfg["weight_decay"])
+class _MeanWindow:
+    """Classification's loss accounting: the step losses summed on the device (no sync per
+    step), read as a mean over the window's steps (and over ranks under data parallelism). A
+    NaN anywhere in the window poisons the mean, which ends the run as diverged."""
 
+    def __init__(self, device: torch.device, shard: Shard | None) -> None:
+        self.running = torch.zeros((), device=device)
+        self.count = 0
+        self.shard = shard
 
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, train_cfg: dict[str, Any], total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """Linear warmup then constant or cosine decay, as a multiplier on every group's lr.
+    def add(self, loss: torch.Tensor) -> bool:
+        self.running += loss.detach()
+        self.count += 1
+        return True
 
-    A multiplier keeps ``emergence-lr``'s per-group ratios intact through the schedule.
-    """
-    warmup = train_cfg["warmup_steps"]
-    if train_cfg["schedule"] == "none" and warmup == 0:
-        return None
-    cosine = train_cfg["schedule"] == "cosine"
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if not cosine:
-            return 1.0
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-    # drop_last: a final batch of one example would break BatchNorm and skew the loss.
-    return max(1, num_examples // batch_size)
+    def read(self) -> float:
+        shard = self.shard
+        total = self.running if shard is None else shard.reduce(self.running.clone())
+        world = 1 if shard is None else shard.world
+        mean = float(total) / (self.count * world)
+        self.running.zero_()
+        self.count = 0
+        return mean
 
 
 @dataclass
-class LoopResult:
-    steps: int
-    diverged: bool
-    train_seconds: float  # loop time with the time spent in eval hooks taken out
+class _Loop:
+    """A classification loop's resumable state: the skeleton's position and the open window
+    (``running``/``window``: the loss accumulated since the last log record), stored in the
+    checkpoint's ``loop`` entry as it always was."""
 
-
-@dataclass
-class LoopState:
-    """Where the step loop stands, enough (with the data-order generator) to continue it.
-
-    ``batch`` is the next batch of epoch ``epoch``; ``order`` is that epoch's permutation, or
-    ``None`` when it is still to be drawn (at the start of an epoch). ``running``/``window``
-    are the loss accumulated since the last log record, so a resumed loop logs the same means.
-    """
-
-    step: int = 0
-    epoch: int = 1
-    batch: int = 0
-    order: torch.Tensor | None = None
-    running: torch.Tensor | None = None
-    window: int = 0
-    train_seconds: float = 0.0
+    position: LoopState
+    window: _MeanWindow
 
     def to_dict(self) -> dict[str, Any]:
+        p = self.position
         return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "order": None if self.order is None else self.order.detach().cpu().clone(),
-            "running": None if self.running is None else self.running.detach().cpu().clone(),
-            "window": self.window,
-            "train_seconds": self.train_seconds,
+            "step": p.step,
+            "epoch": p.epoch,
+            "batch": p.batch,
+            "order": None if p.order is None else p.order.detach().cpu().clone(),
+            "running": self.window.running.detach().cpu().clone(),
+            "window": self.window.count,
+            "train_seconds": p.train_seconds,
         }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LoopState:
-        return cls(**d)
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of every global batch under data parallelism (rank of world).
-
-    Every rank draws the same permutation and takes ``batch[rank::world]``, so the ranks
-    together see exactly the single-process batch; ``reduce`` sums a tensor over ranks.
-    """
-
-    rank: int
-    world: int
-    reduce: Callable[[torch.Tensor], torch.Tensor]
+    def load(self, d: dict[str, Any], device: torch.device) -> None:
+        order = d["order"]
+        self.position = LoopState(
+            step=d["step"], epoch=d["epoch"], batch=d["batch"],
+            order=None if order is None else order.to(device), train_seconds=d["train_seconds"],
+        )  # fmt: skip
+        if d["running"] is not None:
+            self.window.running = d["running"].to(device)
+        self.window.count = d["window"]
 
 
 def run_steps(
@@ -141,6 +104,7 @@ def run_steps(
     on_epoch_end: Callable[[int, int], None] | None = None,
     on_progress: Progress | None = None,
     state: LoopState | None = None,
+    window: _MeanWindow | None = None,
     checkpoint_every: int = 0,
     on_checkpoint: Callable[[LoopState], None] | None = None,
     shard: Shard | None = None,
@@ -153,101 +117,51 @@ def run_steps(
     ``on_eval`` runs every ``eval_every`` steps and ``on_epoch_end`` after each epoch; their
     time is excluded from ``train_seconds``.
 
-    ``state`` continues an interrupted loop (it is updated in place); ``on_checkpoint`` gets
-    it every ``checkpoint_every`` steps, after that step's hooks (an epoch's last step
-    includes ``on_epoch_end``), never at the final step (the caller saves the end itself).
-    ``shard`` trains this rank's slice of each batch (DDP); ``autocast`` runs the forward pass
-    under ``torch.autocast`` with that dtype.
+    ``state`` (and ``window``, the open loss window) continue an interrupted loop (updated in
+    place); ``on_checkpoint`` gets ``state`` every ``checkpoint_every`` steps, after that step's
+    hooks (an epoch's last step includes ``on_epoch_end``), never at the final step (the
+    caller saves the end itself). ``shard`` trains this rank's slice of each batch (data
+    parallelism); ``autocast`` runs the forward pass under ``torch.autocast`` with that dtype.
     """
     n = len(y)
-    per_epoch = steps_per_epoch(n, batch_size)
-    total = per_epoch * epochs
-    st = state if state is not None else LoopState()
-    step = st.step
-    hook_seconds = 0.0
-    running = (
-        st.running.to(x.device) if st.running is not None else torch.zeros((), device=x.device)
-    )
-    window = st.window
     cast = (
         functools.partial(torch.autocast, device_type=x.device.type, dtype=autocast)
         if autocast is not None
         else contextlib.nullcontext
     )
-    start = time.perf_counter()
 
-    def elapsed() -> float:
-        return st.train_seconds + time.perf_counter() - start - hook_seconds
+    def train_step(order: torch.Tensor, b: int) -> torch.Tensor:
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        if shard is not None:
+            idx = idx[shard.rank :: shard.world]
+        with cast():
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        return loss
 
-    def mean_loss() -> float:
-        total_loss = running if shard is None else shard.reduce(running.clone())
-        world = 1 if shard is None else shard.world
-        return float(total_loss) / (window * world)
-
-    model.train()
-    while st.epoch <= epochs:
-        epoch = st.epoch
-        if st.order is None:
-            st.order = torch.randperm(n, generator=generator).to(x.device)
-        elif st.order.device != x.device:  # restored from a checkpoint, which holds CPU tensors
-            st.order = st.order.to(x.device)
-        order = st.order
-        for b in range(st.batch, per_epoch):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            if shard is not None:
-                idx = idx[shard.rank :: shard.world]
-            with cast():
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            st.batch = b + 1
-            running += loss.detach()
-            window += 1
-            if step % log_every == 0 or step == total:
-                mean = mean_loss()
-                running.zero_()
-                window = 0
-                if not math.isfinite(mean):
-                    st.step, st.window = step, window
-                    st.train_seconds = elapsed()
-                    return LoopResult(step, True, st.train_seconds)
-                if on_log is not None or on_progress is not None:
-                    t = time.perf_counter()
-                    if on_log is not None:
-                        on_log(step, epoch, mean)
-                    if on_progress is not None:
-                        on_progress(step, total)
-                    hook_seconds += time.perf_counter() - t
-            if on_eval is not None and eval_every and step % eval_every == 0:
-                t = time.perf_counter()
-                on_eval(step, epoch)
-                model.train()
-                hook_seconds += time.perf_counter() - t
-            if b == per_epoch - 1:
-                if on_epoch_end is not None:
-                    t = time.perf_counter()
-                    on_epoch_end(step, epoch)
-                    model.train()
-                    hook_seconds += time.perf_counter() - t
-                st.epoch, st.batch, st.order = epoch + 1, 0, None
-            if (
-                on_checkpoint is not None
-                and checkpoint_every
-                and step % checkpoint_every == 0
-                and step < total
-            ):
-                t = time.perf_counter()
-                st.step, st.running, st.window = step, running, window
-                st.train_seconds = elapsed()
-                on_checkpoint(st)
-                hook_seconds += time.perf_counter() - t
-    st.step, st.running, st.window = step, running, window
-    st.train_seconds = elapsed()
-    return LoopResult(step, False, st.train_seconds)
+    return train_loop(
+        model,
+        state if state is not None else LoopState(),
+        epochs=epochs,
+        per_epoch=steps_per_epoch(n, batch_size),
+        draw_order=lambda: torch.randperm(n, generator=generator).to(x.device),
+        train_step=train_step,
+        window=window if window is not None else _MeanWindow(x.device, shard),
+        log_every=log_every,
+        on_log=None if on_log is None else lambda step, epoch, _, mean: on_log(step, epoch, mean),
+        on_progress=on_progress,
+        eval_every=eval_every,
+        on_eval=on_eval,
+        on_epoch_end=None if on_epoch_end is None else lambda step, epoch, _: on_epoch_end(
+            step, epoch
+        ),
+        checkpoint_every=checkpoint_every,
+        on_checkpoint=on_checkpoint,
+    )
 
 
 @torch.inference_mode()
@@ -290,7 +204,7 @@ def train_classification(
     shard: Shard | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Train one classifier; return its summary (the result row's metric columns) and its end
-    state (what :func:`training_state` gives, for the final checkpoint).
+    state (what ``on_checkpoint`` gets, for the final checkpoint).
 
     Streams ``train`` events (mean loss over the last ``log_every`` steps) and ``eval`` events
     (test accuracy and loss, plus validation at epoch ends; optional log10 E) to ``emit``.
@@ -310,7 +224,8 @@ def train_classification(
     summary: dict[str, Any] = {_target_key(t): None for t in targets}
     last: dict[str, Any] = {}
     loss_log: list[float] = []
-    loop = LoopState()
+    device = splits.train_x.device
+    loop = _Loop(LoopState(), _MeanWindow(device, shard))
     if resume is not None:
         try:
             model.load_state_dict(resume["model"])
@@ -318,7 +233,7 @@ def train_classification(
             if scheduler is not None:
                 scheduler.load_state_dict(resume["scheduler"])
             generator.set_state(resume["generator"])
-            loop = LoopState.from_dict(resume["loop"])
+            loop.load(resume["loop"], device)
             summary = dict(resume["tracker"]["summary"])
             last = dict(resume["tracker"]["last"])
             loss_log = list(resume["tracker"]["loss_log"])
@@ -344,13 +259,13 @@ def train_classification(
             "step": step,
             "epoch": epoch,
             "test_acc": test_acc,
-            "test_loss": _finite_or_none(test_loss),
+            "test_loss": finite_or_none(test_loss),
         }
         # Validation only feeds model selection at epoch ends; skipping it at intermediate
         # steps keeps evaluation from dominating small runs.
         if kind != "step":
             val_acc, val_loss = evaluate(model, splits.val_x, splits.val_y, eval_bs)
-            event.update(val_acc=val_acc, val_loss=_finite_or_none(val_loss))
+            event.update(val_acc=val_acc, val_loss=finite_or_none(val_loss))
         if measure is not None:
             event["log10_e"] = measure(model)
         emit(event)
@@ -381,7 +296,8 @@ def train_classification(
         on_eval=lambda s, e: do_eval(s, e, "step"),
         on_epoch_end=lambda s, e: do_eval(s, e, "epoch"),
         on_progress=on_progress,
-        state=loop,
+        state=loop.position,
+        window=loop.window,
         checkpoint_every=train_cfg.get("checkpoint_every", 0),
         on_checkpoint=None if on_checkpoint is None else lambda _: on_checkpoint(state()),
         shard=shard,
@@ -413,5 +329,17 @@ def train_classification(
 AUTOCAST: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16}
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """``value``, or ``None`` when it is NaN or infinite (an empty cell in results.csv)."""
     return value if math.isfinite(value) else None
+
+
+def to_device(splits: Splits, device: torch.device) -> Splits:
+    """The splits on ``device`` (the same object on the CPU)."""
+    if device.type == "cpu":
+        return splits
+    moved = {
+        k: getattr(splits, k).to(device)
+        for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+    }
+    return Splits(name=splits.name, shape=splits.shape, classes=splits.classes, **moved)

@@ -1,0 +1,397 @@
+"""The harness as a Python API: run a study from a notebook or a script, read its results.
+
+>>> from emergeinit.bench import run_study                                  # doctest: +SKIP
+>>> study = run_study("smoke", out="runs/smoke", overrides=["train.seeds=3"])  # doctest: +SKIP
+>>> study.rows[0]["test_acc_final"], study.report_path                    # doctest: +SKIP
+
+``emergeinit bench`` is a thin layer over :func:`run_study` (it adds the progress bars and the
+exit status). Everything is validated before anything runs (config keys, model specs, data,
+plug-ins); a problem is a :class:`~emergeinit.errors.ConfigError` that names the key. A run
+that crashes does not stop the study: its row says ``failed``. See
+``docs/bench.md#python-api``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from ..errors import ConfigError
+from . import config as cfgmod
+from . import sinks as sinkmod
+from .checkpoint import read_events, remove_stale_temps
+from .executors import (
+    Callbacks,
+    Executor,
+    RayExecutor,
+    auto_workers,
+    make_executor,
+    threads_per_worker,
+)
+from .labels import label
+from .study import (
+    StudyDir,
+    atomic_write,
+    check_runs,
+    columns,
+    environment,
+    expand,
+    plugin_info,
+    plugin_label,
+    preflight,
+    result_row,
+    typed_rows,
+    write_results,
+)
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "Observer",
+    "Study",
+    "StudyBusyError",
+    "StudyInterrupted",
+    "load_study",
+    "run_study",
+    "run_text",
+]
+
+DATA_DIR_ENV = "EMERGEINIT_DATA_DIR"
+logger = logging.getLogger(__name__)
+
+
+class StudyBusyError(ConfigError):
+    """Another process is driving this study directory right now."""
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """The study was interrupted (Ctrl-C); finished runs are saved, and running it again with
+    the same ``out`` resumes it. ``path`` is the study directory."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study directory and what it holds.
+
+    ``dir`` is the directory, ``config`` the resolved config it was run with; ``rows`` reads
+    ``results.csv`` (each row a dict, numbers as numbers, empty cells as ``None``),
+    ``to_pandas()`` gives the same as a ``pandas.DataFrame``, ``report_path`` is ``report.md``.
+    """
+
+    dir: Path
+    config: dict[str, Any]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return typed_rows(self.dir / "results.csv")
+
+    @property
+    def report_path(self) -> Path:
+        return self.dir / "report.md"
+
+    @property
+    def failed(self) -> list[str]:
+        """Run ids whose row says ``failed`` (their tracebacks are in ``runs/<id>/error.txt``)."""
+        return [r["run_id"] for r in self.rows if r["status"] == "failed"]
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The metrics stream of one run (``runs/<id>/metrics.jsonl``)."""
+        return read_events(self.dir / "runs" / run_id)
+
+    def to_pandas(self) -> Any:
+        """``results.csv`` as a ``pandas.DataFrame`` (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Study.to_pandas() needs pandas: pip install pandas") from None
+        path = self.dir / "results.csv"
+        return pd.DataFrame(self.rows, columns=_header(path))
+
+
+def _header(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as fh:
+        first = fh.readline().strip()
+    return first.split(",") if first else None
+
+
+def load_study(path: str | Path) -> Study:
+    """The study in directory ``path`` (written by :func:`run_study` or ``emergeinit bench``)."""
+    folder = Path(path)
+    return Study(folder, StudyDir(folder).load_config())
+
+
+class Observer(Protocol):
+    """What a study's driver reports as it goes (the CLI shows progress bars with it)."""
+
+    def notice(self, text: str) -> None: ...
+
+    def begin(self, name: str, total: int, done: int, todo: int, path: Path) -> None: ...
+
+    def __enter__(self) -> Observer: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def start(self, run: dict[str, Any]) -> None: ...
+
+    def advance(self, rid: str, step: int, total: int) -> None: ...
+
+    def finish(self, run: dict[str, Any], summary: dict[str, Any]) -> None: ...
+
+    def end(self, ran: int, seconds: float, report: Path) -> None: ...
+
+
+class LogObserver:
+    """The API's observer: notices and progress as ``logging`` records (silent when quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def notice(self, text: str) -> None:
+        if not self.quiet:
+            logger.warning(text)
+
+    def begin(self, name: str, total: int, done: int, todo: int, path: Path) -> None:
+        if not self.quiet:
+            logger.info(
+                "study %s: %d runs, %d already finished, %d to run -> %s",
+                name, total, done, todo, path,
+            )  # fmt: skip
+
+    def __enter__(self) -> LogObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def start(self, run: dict[str, Any]) -> None:
+        pass
+
+    def advance(self, rid: str, step: int, total: int) -> None:
+        pass
+
+    def finish(self, run: dict[str, Any], summary: dict[str, Any]) -> None:
+        if not self.quiet:
+            logger.info("run %s (%s): %s", run["run_id"], run_text(run), summary["status"])
+
+    def end(self, ran: int, seconds: float, report: Path) -> None:
+        if not self.quiet:
+            logger.info("%d runs in %.1f s; report: %s", ran, seconds, report)
+
+
+def run_text(run: dict[str, Any]) -> str:
+    """One line naming a run: model, init (with its options), lr and seed."""
+    init = run["init"]
+    shown = label(
+        {
+            "init": plugin_label("init", init["name"]),
+            **{k: init.get(k) for k in ("base", "alpha", "pivot", "head")},
+        }
+    )
+    return f"{run['model']} {shown} lr={run['train']['lr']:g} seed={run['seed']}"
+
+
+def device_override(device: str | None) -> list[str]:
+    """``--device`` as the ``--set`` it stands for (the device is part of each run's config)."""
+    if device is None:
+        return []
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return [f'train.device="{device}"']
+
+
+class _Recorder:
+    """The one place where a finished run's row is recorded: ``results.csv`` (rewritten
+    atomically, rows in the study's run order), then every metric sink."""
+
+    def __init__(
+        self,
+        study: StudyDir,
+        cfg: dict[str, Any],
+        runs: Sequence[dict[str, Any]],
+        done: Mapping[str, dict[str, Any]],
+        sinks: Sequence[sinkmod.Sink],
+    ) -> None:
+        self.study = study
+        self.columns = columns(cfg)
+        self.order = [r["run_id"] for r in runs]
+        self.rows: dict[str, dict[str, Any]] = dict(done)
+        self.sinks = sinks
+
+    def record(self, run: dict[str, Any], summary: dict[str, Any]) -> None:
+        rid = run["run_id"]
+        row = result_row(run, summary)
+        self.rows[rid] = row
+        if summary["status"] == "failed":
+            logger.error(
+                "run %s (%s) crashed: %s; traceback in %s",
+                rid, run_text(run), summary.get("error"), self.study.run_dir(rid) / "error.txt",
+            )  # fmt: skip
+        write_results(
+            self.study.results_path, [self.rows[i] for i in self.order if i in self.rows],
+            self.columns,
+        )  # fmt: skip
+        if self.sinks:
+            events = read_events(self.study.run_dir(rid))
+            for sink in self.sinks:
+                try:
+                    sink.log_run(run, row, events)
+                except Exception as exc:  # a tracking server down must not stop the study
+                    logger.error("run %s: %s failed: %s", rid, type(sink).__name__, exc)
+
+
+def _make_executor(
+    executor: str | Executor,
+    address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    max_retries: int,
+    quiet: bool,
+) -> Executor | None:
+    if isinstance(executor, str) and executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address is the Ray cluster's address: add --executor ray")
+    if executor == "ray":
+        return RayExecutor(address, cpus_per_run, gpus_per_run, max_retries, quiet)
+    return None if isinstance(executor, str) else executor
+
+
+def run_study(
+    target: str | Path | Mapping[str, Any] | None = None,
+    *,
+    out: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    workers: int = 0,
+    executor: str | Executor = "local",
+    quiet: bool = True,
+    full: bool = False,
+    data_dir: str | Path | None = None,
+    device: str | None = None,
+    log: Iterable[str] = (),
+    mlflow_uri: str | None = None,
+    address: str | None = None,
+    cpus_per_run: float = 1.0,
+    gpus_per_run: float = 0.0,
+    max_retries: int = 2,
+    observer: Observer | None = None,
+) -> Study:
+    """Run (or resume) a study and write its report; return the :class:`Study`.
+
+    Args:
+        target: a preset name (``"smoke"``), a TOML file, or the config itself as a dict;
+            ``None`` = the ``default`` preset.
+        out: the study directory (default ``runs/<study>-<time>``); an existing one with the
+            same config resumes (finished runs are skipped, interrupted ones continue).
+        overrides: ``"key.path=VALUE"`` strings, as ``--set`` (``VALUE`` a TOML literal).
+        workers: ``0`` = one single-threaded process per core, ``1`` = this process, ``N``.
+        executor: ``"local"``, ``"ray"`` (with ``address``, ``cpus_per_run``,
+            ``gpus_per_run``, ``max_retries``) or an executor object.
+        quiet: no notices or progress records (errors are logged regardless).
+        full: apply the study's ``[full]`` table before ``overrides``.
+        data_dir: where file datasets live (default ``$EMERGEINIT_DATA_DIR``).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for ``train.device``.
+        log: metric sinks, ``"tensorboard"`` and/or ``"mlflow"`` (at ``mlflow_uri``).
+        observer: receives notices and progress (the CLI's progress bars).
+
+    Raises:
+        ConfigError: an invalid config, plug-in, dataset or study directory, before any run.
+        StudyBusyError: another process drives this study directory right now.
+        StudyInterrupted: Ctrl-C; finished runs are saved, the same call resumes.
+    """
+    if workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0 = one per core), got {workers}")
+    runner = _make_executor(executor, address, cpus_per_run, gpus_per_run, max_retries, quiet)
+    kinds = sinkmod.check_kinds(log)
+    cfg = cfgmod.load(target, [*overrides, *device_override(device)], full=full)
+    if data_dir is None and os.environ.get(DATA_DIR_ENV):
+        data_dir = os.environ[DATA_DIR_ENV]
+    folder = Path(data_dir) if data_dir is not None else None
+    cfg, notices = preflight(cfg, folder)
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{cfg['study']['name']}-{stamp}"
+    runs = expand(cfg)
+    check_runs(runs, folder)
+    study = StudyDir(Path(out))
+    sinkmod.check_available(kinds)
+    study.claim(cfg)
+    with study.lock() as mine:
+        if not mine:
+            raise StudyBusyError(
+                f"another 'emergeinit bench' is running on {study.path}; wait for it to end"
+            )
+        sinks = sinkmod.make_sinks(kinds, study.path, cfg["study"]["name"], mlflow_uri)
+        try:
+            _drive(cfg, runs, study, notices, workers, folder, runner, sinks,
+                   observer or LogObserver(quiet))  # fmt: skip
+        except KeyboardInterrupt as exc:
+            raise StudyInterrupted(study.path) from exc
+    return Study(study.path, cfg)
+
+
+def _drive(
+    cfg: dict[str, Any],
+    runs: list[dict[str, Any]],
+    study: StudyDir,
+    notices: list[str],
+    workers: int,
+    data_dir: Path | None,
+    runner: Executor | None,
+    sinks: Sequence[sinkmod.Sink],
+    observer: Observer,
+) -> None:
+    """The study loop, run while holding the study's lock (it alone writes results.csv)."""
+    from .report import write_report
+
+    for notice in notices:
+        observer.notice(notice)
+    remove_stale_temps(study.path, "results.csv")
+    done = study.finished_rows()
+    todo = [r for r in runs if r["run_id"] not in done]
+    recorder = _Recorder(study, cfg, runs, done, sinks)
+    if workers == 0:
+        workers = auto_workers(len(todo))
+    threads = threads_per_worker(workers) if workers > 1 else 0
+    env = environment(workers, threads or _torch_threads(), data_dir, notices)
+    env["executor"] = type(runner).__name__ if runner is not None else "local"
+    env["plugins"] = plugin_info(cfg)
+    atomic_write(study.path / "environment.json", json.dumps(env, indent=2))
+    observer.begin(cfg["study"]["name"], len(runs), len(done), len(todo), study.path)
+    start = time.perf_counter()
+    with observer:
+
+        def on_done(run: dict[str, Any], summary: dict[str, Any]) -> None:
+            recorder.record(run, summary)
+            observer.finish(run, summary)
+
+        callbacks = Callbacks(on_start=observer.start, on_progress=observer.advance,
+                              on_done=on_done)  # fmt: skip
+        (runner or make_executor(workers)).execute(todo, study.run_dir, data_dir, callbacks)
+    for sink in sinks:
+        sink.close()
+    report = write_report(study.path)
+    observer.end(len(todo), time.perf_counter() - start, report)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
