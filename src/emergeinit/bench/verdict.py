@@ -80,6 +80,20 @@ def is_higher_better(metric: str) -> bool:
     )
 
 
+def has_direction(metric: str) -> bool:
+    """Whether :func:`is_higher_better` knows ``metric``'s direction (else a verdict needs
+    ``higher_is_better`` passed explicitly; a study's Answer leaves such a metric out).
+
+    >>> has_direction("test_acc_final"), has_direction("log10_e_init")
+    (True, False)
+    """
+    try:
+        is_higher_better(metric)
+    except ConfigError:
+        return False
+    return True
+
+
 def default_margin(metric: str) -> float | None:
     """The default equivalence margin of ``metric`` in its own units, or None when it has none.
 
@@ -624,6 +638,7 @@ __all__ = [
     "default_margin",
     "format_margin",
     "format_value",
+    "has_direction",
     "holm",
     "is_accuracy",
     "is_higher_better",
