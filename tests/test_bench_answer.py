@@ -27,7 +27,9 @@ import torch
 
 from emergeinit.bench import config, load_study, run_study
 from emergeinit.bench.cli import run_bench, run_report
-from emergeinit.bench.report import answer_of
+from emergeinit.bench.answer import answer_markdown
+from emergeinit.bench.markdown import pvalue
+from emergeinit.bench.report import _paired_section, answer_of
 from emergeinit.bench.study import expand
 from emergeinit.bench.verdict import Verdict
 from emergeinit.errors import ConfigError
@@ -247,6 +249,21 @@ def test_the_paired_table_and_the_answer_share_one_holm_family(cfg: dict[str, An
         running = max(running, min(1.0, (4 - rank) * raw[i]))
         expected[i] = running
     assert [e.verdict.p_holm for e in answer.entries] == pytest.approx(expected, rel=1e-9)
+    # and the paired table shows these adjusted p-values, in the same order
+    paired = _paired_text(cfg, typed({}))
+    assert "corrects across all 4 comparisons of this study" in paired
+    shown = [line.strip("|").split(" | ")[-1].strip() for line in paired.splitlines()
+             if line.startswith("| synthetic")]  # fmt: skip
+    assert shown == [pvalue(p) for p in expected]
+
+
+def test_the_answer_docs_bench_md_shows_is_this_one(cfg: dict[str, Any]) -> None:
+    answer = answer_of(cfg, typed({}))
+    lines = answer_markdown(answer.entries, answer.baseline).splitlines()
+    table, sentences = lines[2:8], lines[9]
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bench.md").read_text()
+    section = doc.split("## Reading the Answer\n", 1)[1].split("\n## ", 1)[0]
+    assert "\n".join(table) in section and f"\n{sentences}\n" in section
 
 
 def test_a_diverged_run_keeps_its_low_accuracy(cfg: dict[str, Any]) -> None:
@@ -270,6 +287,13 @@ def test_a_seed_one_side_lacks_is_left_out_of_the_pairing(cfg: dict[str, Any]) -
     # the others are still judged, in a family of 3
     assert verdicts["emergence α=1.5"].word == "better"
     assert sum(v.p_holm is not None for v in verdicts.values()) == 3
+    paired = _paired_text(cfg, rows)
+    assert "corrects across the 3 of 4 comparisons of this study that can be tested" in paired
+    assert paired.count("| – |") == 1  # xavier's row: no Holm p
+
+
+def _paired_text(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    return "\n".join(_paired_section(cfg, answer_of(cfg, rows)))
 
 
 def test_a_crashed_run_is_left_out_too(cfg: dict[str, Any]) -> None:

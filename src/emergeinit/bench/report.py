@@ -26,7 +26,7 @@ from .markdown import pvalue as _p
 from .markdown import summary as _summary
 from .markdown import table as _table
 from .study import FINISHED, StudyDir, atomic_write, typed_rows
-from .verdict import PairedSample, judge_family
+from .verdict import MIN_SEEDS, PairedSample, judge_family
 
 Row = dict[str, Any]
 
@@ -198,14 +198,18 @@ def _paired_section(cfg: dict[str, Any], answer: StudyAnswer) -> list[str]:
     conf = cfg["stats"]["confidence"]
     pct = f"{conf * 100:g}%"
     baseline = answer.baseline
-    tested = sum(e.verdict.p_holm is not None for e in answer.entries)
+    tested, total = sum(e.verdict.p_holm is not None for e in answer.entries), len(answer.entries)
+    family = f"all {total} comparisons of this study"
+    if tested < total:
+        family = (
+            f"the {tested} of {total} comparisons of this study that can be tested (at least "
+            f"{MIN_SEEDS} seeds, a value on each; '–' marks the others)"
+        )
     out = [
         f"## Paired differences vs `{baseline}`",
         "",
         f"Difference (init − {baseline}) on the same seed, {pct} t-interval, two-sided paired "
-        f"t-test; p (Holm) corrects across the {tested} of {len(answer.comparisons)} "
-        "comparisons of this study that can be tested (at least 3 seeds, a value on each; "
-        "'–' marks the others): the family of the Answer's verdicts.",
+        f"t-test; p (Holm) corrects across {family}: the family of the Answer's verdicts.",
         "",
     ]
     table = []
