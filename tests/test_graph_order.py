@@ -298,3 +298,24 @@ def test_outermost_residual_blocks_only() -> None:
     model = nn.Sequential(Bottleneck(), nn.Flatten(), nn.Linear(48, 2))
     units = depth_units(model, torch.randn(2, 3, 4, 4), units="blocks")
     assert [(u.name, len(u.weights)) for u in units] == [("0", 3), ("2", 1)]
+
+
+def test_the_method_page_table() -> None:
+    """docs/method.md ("Order") shows these exponents for this spec."""
+    spec = "resnet:1x28x28-16x1-32x1-10"
+    rows = {}
+    for order in ("call", "graph"):
+        report = emergence_init_(
+            build_model(spec), 2.0, example_input=example_input(spec, 2), order=order
+        )
+        rows[order] = {u.name: (u.depth, u.exponent) for u in report.units}
+    assert rows["call"] == {
+        "stem.0": (1, -3), "blocks.0.conv1": (2, -2), "blocks.0.conv2": (3, -1),
+        "blocks.1.conv1": (4, 0), "blocks.1.conv2": (5, 1), "blocks.1.shortcut.0": (6, 2),
+        "fc": (7, 3),
+    }  # fmt: skip
+    assert rows["graph"] == {
+        "stem.0": (1, -3), "blocks.0.conv1": (2, -2), "blocks.0.conv2": (3, -1),
+        "blocks.1.conv1": (4, 1), "blocks.1.conv2": (5, 2), "blocks.1.shortcut.0": (4, 1),
+        "fc": (6, 3),
+    }  # fmt: skip

@@ -1,4 +1,4 @@
-"""Depth units (docs/method.md, "Units"): forward order, blocks, attention, tied weights, groups, wrappers."""
+"""Depth units (docs/method.md, "Units"): order, blocks, attention, tied weights, groups."""
 
 from __future__ import annotations
 
