@@ -73,3 +73,27 @@ def test_measure_compares_base_and_emergence() -> None:
     assert float(base.split()[1]) > 0 and float(emergence.split()[2]) > 0
     result = runner.invoke(app, ["measure", "transformer:tiny", "--batch", "2"])
     assert result.exit_code == 2 and "error:" in result.output
+
+
+def test_plan_graph_order() -> None:
+    spec = "resnet:1x8x8-4x1-6x1-3"
+    result = runner.invoke(app, ["plan", spec, "--order", "graph", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["order"] == "graph"
+    exponent = {u["name"]: u["exponent"] for u in data["units"]}
+    assert exponent["blocks.1.shortcut.0"] == exponent["blocks.1.conv1"]
+    table = runner.invoke(app, ["plan", spec, "--order", "graph"])
+    assert "order: graph" in table.output and "depth" in table.output
+    blocks = runner.invoke(app, ["plan", spec, "--units", "blocks", "--json"])
+    assert [u["kind"] for u in json.loads(blocks.output)["units"]] == [
+        "layer", "block", "block", "layer"
+    ]  # fmt: skip
+
+
+def test_plan_graph_order_without_trace_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["plan", "mlp:8-4-2", "--order", "graph", "--no-trace"])
+    assert result.exit_code == 2
+    assert "example_input" in result.output and "Traceback" not in result.output
+    bad = runner.invoke(app, ["plan", "mlp:8-4-2", "--order", "deepest"])
+    assert bad.exit_code == 2 and "order must be one of" in bad.output
