@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import damaged_fashion_mnist
 
 from emergeinit.bench import config
 from emergeinit.bench.cli import run_bench
@@ -114,16 +115,16 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: An
     assert events(folder) == events(tmp_path / "ref")  # resumed: every event exactly once
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_run_that_keeps_failing_is_recorded_as_failed(
     tmp_path: Path, ray_instance: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    overrides = ["train.seeds=[0,1]", "init.names=['kaiming']", 'train.device="cuda"']
-    code = run_bench("smoke", tmp_path / "s", overrides, quiet=True, executor="ray",
-                     max_retries=1)  # fmt: skip
+    data = damaged_fashion_mnist(tmp_path / "data")
+    overrides = ["train.seeds=[0,1]", "init.names=['kaiming']", "data.dataset='fashion-mnist'"]
+    code = run_bench("smoke", tmp_path / "s", overrides, quiet=True, data_dir=data,
+                     executor="ray", max_retries=1)  # fmt: skip
     assert code == 1
     table = rows(tmp_path / "s")
     assert [r["status"] for r in table] == ["failed", "failed"]
-    assert all("CUDA" in r["error"] or "cuda" in r["error"] for r in table)
+    assert all("not an IDX file" in r["error"] for r in table)
     assert "crashed" in capfd.readouterr().err
     assert (tmp_path / "s" / "report.md").is_file()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..measure import measure_emergence
 from ..models import build_model, example_input
 from . import ddp
 from .checkpoint import CheckpointError, RunJournal, capture_rng, exclusive, restore_rng
@@ -64,18 +65,14 @@ def _to(splits: Splits, device: torch.device) -> Splits:
 
 
 def _measurer(run: dict[str, Any], splits: Splits) -> Callable[[nn.Module], float | None] | None:
-    """log10 E on a fixed validation batch, if the measure module exists (it is optional)."""
+    """log10 E on a fixed validation batch, or None when the study turns the measure off."""
     cfg = run["measure"]
     if not cfg["enabled"]:
-        return None
-    try:
-        from ..measure import measure_emergence
-    except ImportError:
         return None
     inputs = splits.val_x[: cfg["examples"]]
 
     def measure(model: nn.Module) -> float | None:
-        # Training mode, as SPEC 2.2 allows: BatchNorm uses batch statistics, as in training.
+        # Training mode (docs/measure.md, "Mode and state"): BatchNorm uses batch statistics.
         was_training = model.training
         model.train()
         try:
@@ -194,7 +191,8 @@ def translation(
     run_dir: Path | None = None,
     journal: RunJournal | None = None,
 ) -> dict[str, Any]:
-    """The translation task (issue 5), imported lazily: it needs sacrebleu and sentencepiece."""
+    """The translation task (docs/translation.md), imported lazily: it needs sacrebleu and
+    sentencepiece."""
     from .translation.task import run_translation
 
     return run_translation(run, emit, data_dir, on_progress, run_dir, journal)
