@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import damaged_fashion_mnist
 
+pytestmark = pytest.mark.slow  # every test runs the CLI in a fresh process
+
 REQUIRED = [
     "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot", "head",
     "lr", "seed", "val_acc_epoch1", "test_acc_epoch1", "val_acc_final", "test_acc_final",

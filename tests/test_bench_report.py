@@ -10,7 +10,8 @@ import torch
 from emergeinit.bench.cli import run_bench, run_report
 from emergeinit.bench.study import typed_rows
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# A 30-run study in-process, then its report and plots.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

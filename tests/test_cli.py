@@ -8,6 +8,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from emergeinit.cli import app
@@ -62,6 +63,7 @@ def test_plan_errors_are_clear() -> None:
     assert result.exit_code == 2 and "units must be one of" in result.output
 
 
+@pytest.mark.slow
 def test_module_entry_point_and_version() -> None:
     # The installed distribution's version, which is pyproject.toml's: not the "0.0.0" that
     # emergeinit falls back to when it runs uninstalled from a source tree.

@@ -261,6 +261,7 @@ def build(spec: list[tuple[Any, ...]], shape: tuple[int, ...], functional: bool)
     return net
 
 
+@pytest.mark.slow
 @examples(120)
 @given(conv_specs(), st.integers(0, 2**16), st.booleans(), st.booleans())
 def test_random_cnn_equals_explicit_graph(
@@ -275,6 +276,7 @@ def test_random_cnn_equals_explicit_graph(
     check_against_graph(net, shape, torch.randn(3, *shape))
 
 
+@pytest.mark.slow
 @examples(40)
 @given(conv_specs(nd=1), st.integers(0, 2**16), st.booleans())
 def test_random_conv1d_equals_explicit_graph(

@@ -73,6 +73,7 @@ def _holders(lock: Path) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: Any) -> None:
     (run,) = expand(config.load("smoke", LONG))
@@ -115,6 +116,7 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: An
     assert events(folder) == events(tmp_path / "ref")  # resumed: every event exactly once
 
 
+@pytest.mark.slow
 def test_a_run_that_keeps_failing_is_recorded_as_failed(
     tmp_path: Path, ray_instance: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import ShortcutFirst, assert_unchanged, relu_mlp, snapshot
 from torch import nn
@@ -301,6 +302,7 @@ def test_skip_reasons() -> None:
     assert reasons["norm.weight"].startswith("normalization")
 
 
+@pytest.mark.slow
 def test_wrappers_are_unwrapped(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import torch.distributed as dist
 
