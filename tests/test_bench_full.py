@@ -88,6 +88,7 @@ def test_run_bench_full_exits_2_without_a_table(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_cli_full_flag_reaches_the_config(tmp_path: Path) -> None:
     # A study small enough to run: --full doubles its seeds and epochs, and a --set after
     # --full wins over the [full] table. The written config shows what was applied.

@@ -83,6 +83,7 @@ def test_same_seed_same_run_and_seed_changes_order(data) -> None:  # type: ignor
     assert losses[0] != losses[2]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_ends_run_as_diverged(data) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = build_transformer(data.src_vocab, data.tgt_vocab, "tiny")
