@@ -187,7 +187,8 @@ class SpecNet(nn.Module):
         return self._run(x, None)
 
     def replay(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The activity value of every weight layer, by the SPEC 2.2 rule applied to the spec.
+        """The activity value of every weight layer, by the rule of docs/measure.md
+        ("Activity") applied to the spec.
 
         A weight layer is read at the first nonlinearity after it, past normalization, dropout,
         identities and flattening; when anything else comes first, at the last value before it.
@@ -267,7 +268,8 @@ def _new_array(shape: Sequence[int]) -> np.ndarray:
 
 
 def explicit_graph(net: SpecNet, in_shape: Sequence[int], channel: bool = False) -> Graph:
-    """The neuron graph of ``net``; ``channel=True``: nodes are channels (SPEC 2.2)."""
+    """The neuron graph of ``net``; ``channel=True``: nodes are channels (docs/measure.md,
+    "The neuron graph")."""
     graph = Graph()
     state = _new_array([in_shape[0]] if channel else in_shape)
     for idx in np.ndindex(state.shape):
@@ -474,7 +476,8 @@ def cross_dp(graph: Graph, active: list[bool]) -> int:
 
 
 def li_dp(graph: Graph, active: list[bool]) -> int:
-    """SPEC 2.1 with H = active nodes: a backward DP for P_H, then the sum over inactive x."""
+    """Li's E(G, H) (docs/measure.md, "On a graph") with H = active nodes: a backward DP for
+    P_H, then the sum over inactive x."""
     succ = graph.successors()
     p = [0] * graph.size
     for s in reversed(range(graph.size)):

@@ -1,4 +1,5 @@
-"""The learning-rate form of the rule reproduces the weight form's training steps (SPEC 1)."""
+"""The learning-rate form of the rule reproduces the weight form's training steps
+(docs/method.md, "Why it can matter")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Depth units (SPEC 1.2): forward order, blocks, attention, tied weights, groups, wrappers."""
+"""Depth units (docs/method.md, "Units"): forward order, blocks, attention, tied weights,
+groups, wrappers."""
 
 from __future__ import annotations
 
