@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import damaged_fashion_mnist
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in a fresh process
 
 REQUIRED = [
     "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot", "head",
@@ -107,12 +109,14 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not a study directory" in result.stderr
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_crashed_run_gives_a_failed_row_and_nonzero_exit(tmp_path: Path) -> None:
-    result = cli("bench", "smoke", "--set", "train.device=\"cuda\"", "--set", "train.seeds=[0]",
-                 "--set", "init.names=[\"kaiming\"]", "--out", "s", "--workers", "1",
-                 "--quiet", cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 1
-    assert "crashed" in result.stderr
-    assert [r["status"] for r in rows(tmp_path / "s")] == ["failed"]
+    data = damaged_fashion_mnist(tmp_path / "data")
+    result = cli("bench", "smoke", "--set", "data.dataset=\"fashion-mnist\"",
+                 "--set", "train.seeds=[0]", "--set", "init.names=[\"kaiming\"]",
+                 "--data-dir", str(data), "--out", "s", "--workers", "1", "--quiet",
+                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "crashed" in result.stderr and "not an IDX file" in result.stderr
+    (row,) = rows(tmp_path / "s")
+    assert row["status"] == "failed" and "not an IDX file" in row["error"]
     assert (tmp_path / "s" / "report.md").is_file()
