@@ -26,8 +26,8 @@ import tomli_w
 import torch
 
 from emergeinit.bench import config, load_study, run_study
-from emergeinit.bench.cli import run_bench, run_report
 from emergeinit.bench.answer import answer_markdown
+from emergeinit.bench.cli import run_bench, run_report
 from emergeinit.bench.markdown import pvalue
 from emergeinit.bench.report import _paired_section, answer_of
 from emergeinit.bench.study import expand
