@@ -1,4 +1,6 @@
-r"""Propagation of path counts through a traced network (SPEC 2.2), batched over samples.
+r"""Propagation of path counts through a captured network, batched over samples.
+
+See docs/measure.md, "The two forms" and "The neuron graph".
 
 With ``a(u)`` the activity of neuron ``u`` and ``F(v)`` the count reaching neuron ``v`` along the
 network's edges (route multiplicities included), one forward sweep gives both forms:
@@ -35,9 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedModuleError
-from .structure import Step, Structure
+from .ops import CONV_MODULES, CONV_TRANSPOSE_MODULES, LINEAR_MODULES
+from .structure import Probe, Step, Structure
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 _FULL = 0  # demand: every channel separately
 
@@ -56,14 +60,25 @@ class Counts:
     flat: bool = False
 
 
+@dataclass(frozen=True)
+class Layer:
+    """The connectivity of a weight layer: dense, or a (transposed) convolution's kernel."""
+
+    op: str  # "linear", "conv" or "conv_transpose"
+    groups: int = 1
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] | str = ()
+    dilation: tuple[int, ...] = ()
+
+
 class Counter:
     """One sweep over the steps of a structure; ``run()`` returns natural-log E per sample."""
 
     def __init__(
         self,
         structure: Structure,
-        shapes: Sequence[tuple[int, ...]],
-        masks: Sequence[torch.Tensor | None],
+        probe: Probe,
         *,
         batch: int,
         count_batch: int,
@@ -72,17 +87,19 @@ class Counter:
         device: torch.device,
     ) -> None:
         self.structure = structure
-        self.shapes = list(shapes)
+        self.probe = probe
+        self.shapes = probe.shapes
         self.batch = batch
         self.nb = count_batch
         self.cross = cross
         self.channel = channel
         self.device = device
         readers = [i for i in structure.layers if i not in structure.last]
-        self.masks = dict(zip(readers, masks))
+        self.masks = dict(zip(readers, probe.masks))
         self.active_fraction: dict[str, float] = {}
         self.node_counts: dict[str, int] = {}
         self.needed = [s for s in structure.steps if s.kind == "weight" or s.feeds_weight]
+        self.layer_of = {i: self._layer(structure.steps[i]) for i in structure.layers}
         self.demand = {} if channel else self._demands()
 
     def run(self) -> torch.Tensor:
@@ -136,13 +153,19 @@ class Counter:
         if len(in_shape) < 2 or len(out_shape) < 2:
             return _FULL
         if step.kind == "weight":
-            if isinstance(step.module, nn.Linear):
+            layer = self.layer_of[step.index]
+            if layer.op == "linear":
                 return 1 if len(in_shape) == 2 else _FULL
-            return int(getattr(step.module, "groups", 1))
+            return layer.groups
         if own is None or own == _FULL:
             return _FULL
-        if step.kind in ("identity", "nonlin", "add", "pool", "adaptive"):
+        if step.kind in ("identity", "nonlin", "add", "pool", "adaptive", "upsample"):
             return own
+        if step.kind == "permute":
+            perm = self._perm(step, len(in_shape))
+            return own if perm[:2] == [0, 1] else _FULL
+        if step.kind == "pad":
+            return own if len(self._pad(step)) <= 2 * (len(in_shape) - 2) else _FULL
         if step.kind == "reduce":
             return _FULL if 1 in self._reduce_dims(step, len(in_shape)) else own
         if step.kind == "reshape":
@@ -179,28 +202,18 @@ class Counter:
         return Counts(t, self._zeros(self.nb))
 
     def _layer_neuron(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
-        module = step.module
+        layer = self.layer_of[step.index]
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
         self.node_counts[step.name] = math.prod(out_shape[1:])
-        if isinstance(module, nn.Linear) and len(in_shape) != 2:
+        if layer.op == "linear" and len(in_shape) != 2:
             return self._linear_full(step, src)
-        if isinstance(module, nn.Linear):
+        if layer.op == "linear":
             fg = src.t.sum(dim=1, keepdim=True)  # every input feeds every output once
             groups = 1
         else:
-            assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-            nd = len(out_shape) - 2
-            if len(in_shape) != nd + 2:
-                raise self._error(step, "unbatched convolution input")
-            groups = module.groups
-            summed = _coarsen(src.t, groups)  # all-ones kernel: only group sums matter
-            ones = torch.ones((groups, 1, *module.kernel_size), dtype=torch.float64,
-                              device=self.device)  # fmt: skip
-            fg = _CONV[nd](summed, ones, None, module.stride, module.padding, module.dilation,
-                           groups)  # fmt: skip
-            if tuple(fg.shape[2:]) != tuple(out_shape[2:]):
-                raise self._error(step, "its output size could not be reproduced")
+            fg = self._kernel_sum(step, layer, src.t, in_shape, out_shape)
+            groups = layer.groups
         fg, s = _rescale(fg, src.s)
         channels = out_shape[1]
         if step.index in self.structure.last:
@@ -230,6 +243,37 @@ class Counter:
             q = per_part * active + inactive * start
         return Counts(_coarsen(q, demand), s), contribution
 
+    def _kernel_sum(
+        self, step: Step, layer: Layer, t: torch.Tensor, in_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+    ) -> torch.Tensor:  # fmt: skip
+        """Per group and output position, the sum of counts over the kernel's support."""
+        nd = len(layer.kernel)
+        if len(in_shape) != nd + 2 or len(out_shape) != nd + 2:
+            raise self._error(step, "an unbatched convolution input")
+        groups = layer.groups
+        summed = _coarsen(t, groups)  # all-ones kernel: only group sums matter
+        ones = torch.ones((groups, 1, *layer.kernel), dtype=torch.float64, device=self.device)
+        if layer.op == "conv":
+            fg = _CONV[nd](summed, ones, None, layer.stride, layer.padding, layer.dilation,
+                           groups)  # fmt: skip
+        else:
+            # The output size fixes output_padding (also when forward() got output_size).
+            assert isinstance(layer.padding, tuple)
+            extra = [
+                o - ((i - 1) * s - 2 * p + d * (k - 1) + 1)
+                for i, o, k, s, p, d in zip(in_shape[2:], out_shape[2:], layer.kernel,
+                                            layer.stride, layer.padding, layer.dilation)
+            ]  # fmt: skip
+            if any(e < 0 or e >= max(s, d) for e, s, d in zip(extra, layer.stride,
+                                                                layer.dilation)):  # fmt: skip
+                raise self._error(step, "its output size could not be reproduced")
+            fg = _CONV_T[nd](summed, ones, None, layer.stride, layer.padding, tuple(extra),
+                             groups, layer.dilation)  # fmt: skip
+        if tuple(fg.shape[2:]) != tuple(out_shape[2:]):
+            raise self._error(step, "its output size could not be reproduced")
+        return fg
+
     def _linear_full(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
         """A Linear on (batch, ..., features): rows of positions, each a dense layer."""
         out_shape = self.shapes[step.index]
@@ -246,20 +290,19 @@ class Counter:
         return Counts(_coarsen(q, self._size(step.index)), s), contribution
 
     def _layer_channel(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
-        module = step.module
+        layer = self.layer_of[step.index]
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
-        if isinstance(module, nn.Linear):
+        if layer.op == "linear":
             if len(in_shape) != 2:
                 raise self._error(
                     step, "channel granularity supports Linear layers on (batch, features) only"
                 )
             groups = 1
         else:
-            assert isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
             if src.flat:
                 raise self._error(step, "a convolution after flatten")
-            groups = module.groups
+            groups = layer.groups
         channels = out_shape[1]
         self.node_counts[step.name] = channels
         # A channel feeds every channel of its group once; a flattened channel every output.
@@ -303,15 +346,16 @@ class Counter:
                 total = total + _coarsen(t, own)
             return Counts(total, s)
         if kind == "cat":
-            dim = _normal_dim(step.params.get("dim", 0), len(out_shape))
+            dim = _normal_dim(self.params(step).get("dim", 0), len(out_shape))
             if dim <= 0:
                 raise self._error(step, f"concatenation along dimension {dim}")
             s, ts = _align(sources)
             return Counts(_coarsen(torch.cat(ts, dim=dim), own), s)
         if kind == "pool":
-            if len(in_shape) != step.params["nd"] + 2:
+            pool = self._pool(step)
+            if len(in_shape) != pool["nd"] + 2:
                 raise self._error(step, "unbatched pooling input")
-            return Counts(_sum_pool(_coarsen(src.t, own), step.params, out_shape[2:]), src.s)
+            return Counts(_sum_pool(_coarsen(src.t, own), pool, out_shape[2:]), src.s)
         if kind == "adaptive":
             nd = len(out_shape) - 2
             if len(in_shape) != nd + 2 or nd not in _ADAPTIVE_AVG:
@@ -321,7 +365,7 @@ class Counter:
             dims = self._reduce_dims(step, len(in_shape))
             if 0 in dims:
                 raise self._error(step, "a reduction over the batch dimension")
-            keep = bool(step.params.get("keepdim", False))
+            keep = bool(self.params(step).get("keepdim", False))
             t = src.t.sum(dim=dims, keepdim=keep)
             return Counts(t if 1 not in dims else _coarsen(t, own), src.s)
         if kind == "reshape":
@@ -333,6 +377,29 @@ class Counter:
             if t.shape[1:2] == (1,) and own == 1 and len(out_shape) == 2:
                 return Counts(t.reshape(self.nb, -1).sum(dim=1, keepdim=True), src.s)
             return Counts(_coarsen(t.reshape(self.nb, *out_shape[1:]), own), src.s)
+        if kind == "permute":
+            perm = self._perm(step, len(in_shape))
+            if perm[0] != 0:
+                raise self._error(step, "it moves the batch dimension")
+            return Counts(_coarsen(src.t.permute(perm), own), src.s)
+        if kind == "pad":
+            pad = self._pad(step)
+            if len(pad) > 2 * (len(in_shape) - 1):
+                raise self._error(step, "it pads the batch dimension")
+            t = F.pad(src.t, pad, value=0.0)  # padded positions are constants: no paths
+            if tuple(t.shape[2:]) != tuple(out_shape[2:]):
+                raise self._error(step, "its output size could not be reproduced")
+            return Counts(_coarsen(t, own), src.s)
+        if kind == "upsample":
+            t = src.t
+            for axis, index in enumerate(self._upsample_support(step, in_shape, out_shape)):
+                dim = 2 + axis
+                zero = torch.zeros_like(t.narrow(dim, 0, 1))
+                padded = torch.cat([t, zero], dim=dim)  # index n: no source (zero counts)
+                t = padded.index_select(dim, index[0])
+                for row in index[1:]:
+                    t = t + padded.index_select(dim, row)
+            return Counts(_coarsen(t, own), src.s)
         raise self._error(step, f"cannot route paths through a {kind} step")
 
     def _route_channel(self, step: Step, sources: list[Counts]) -> Counts:
@@ -355,15 +422,22 @@ class Counter:
                 total = total + t
             return Counts(total, s, src.flat)
         if kind == "cat":
-            dim = _normal_dim(step.params.get("dim", 0), len(out_shape))
+            dim = _normal_dim(self.params(step).get("dim", 0), len(out_shape))
             if dim != 1 or any(s.flat for s in sources):
                 raise self._error(step, f"channel concatenation along dimension {dim}")
             s, ts = _align(sources)
             return Counts(torch.cat(ts, dim=1), s)
-        if kind in ("pool", "adaptive"):
+        if kind in ("pool", "adaptive", "upsample", "pad"):
             if src.flat or len(in_shape) < 3:
-                raise self._error(step, "unbatched pooling input")
+                raise self._error(step, f"an unbatched {kind} input")
+            if kind == "pad" and len(self._pad(step)) > 2 * (len(in_shape) - 2):
+                raise self._error(step, "channel granularity cannot pad channels")
             return src  # a channel routes to itself, multiplicity one
+        if kind == "permute":
+            if src.flat or self._perm(step, len(in_shape))[:2] != [0, 1]:
+                raise self._error(step, "channel granularity cannot follow channels through a "
+                                  "permute that moves them")  # fmt: skip
+            return src
         if kind == "reduce":
             dims = self._reduce_dims(step, len(in_shape))
             if 0 in dims or 1 in dims or src.flat:
@@ -385,10 +459,132 @@ class Counter:
             )  # fmt: skip
         raise self._error(step, f"cannot route paths through a {kind} step")
 
+    # -- parameters ----------------------------------------------------------------------------
+
+    def params(self, step: Step) -> dict[str, Any]:
+        """The step's arguments, with those computed in forward() taken from the probe."""
+        if not step.dynamic:
+            return step.params
+        return {**step.params, **self.probe.dynamic[step.index]}
+
+    def _layer(self, step: Step) -> Layer:
+        module = step.module
+        if module is not None:
+            if isinstance(module, LINEAR_MODULES):
+                return Layer("linear")
+            assert isinstance(module, CONV_MODULES + CONV_TRANSPOSE_MODULES)
+            transposed = isinstance(module, CONV_TRANSPOSE_MODULES)
+            padding = module.padding
+            return Layer(
+                "conv_transpose" if transposed else "conv", int(module.groups),
+                tuple(module.kernel_size), tuple(module.stride),
+                padding if isinstance(padding, str) else tuple(padding), tuple(module.dilation),
+            )  # fmt: skip
+        params = self.params(step)
+        op = params["op"]
+        if op == "linear":
+            return Layer("linear")
+        weight = self.probe.weight_shapes.get(step.index)
+        if weight is None:
+            raise self._error(step, "its weight is not a tensor")
+        nd = len(weight) - 2
+        if op == "convolution":
+            op = "conv_transpose" if params.get("transposed") else "conv"
+        padding = params.get("padding", 0)
+        if not isinstance(padding, str):
+            padding = _tuple(padding, nd)
+        elif padding == "valid":
+            padding = (0,) * nd
+        if op == "conv_transpose" and isinstance(padding, str):
+            raise self._error(step, f"padding={padding!r}")
+        stride, dilation = params.get("stride", 1), params.get("dilation", 1)
+        return Layer(op, int(params.get("groups", 1)), tuple(weight[2:]), _tuple(stride, nd),
+                     padding, _tuple(dilation, nd))  # fmt: skip
+
+    def _perm(self, step: Step, ndim: int) -> list[int]:
+        params = self.params(step)
+        if "dims" in params:
+            return [_normal_dim(int(d), ndim) for d in params["dims"]]
+        perm = list(range(ndim))
+        a, b = (params.get("dim0", 0), params.get("dim1", 1))
+        a, b = _normal_dim(int(a), ndim), _normal_dim(int(b), ndim)
+        perm[a], perm[b] = perm[b], perm[a]
+        return perm
+
+    def _pool(self, step: Step) -> dict[str, Any]:
+        """Kernel, stride, padding and dilation as tuples of the pool's dimensionality."""
+        raw = self.params(step)
+        nd = int(raw["nd"])
+
+        def tup(value: Any, default: Any) -> tuple[int, ...]:
+            value = default if value is None else value
+            if isinstance(value, int):
+                return (value,) * nd
+            value = tuple(value)
+            if len(value) == 1:
+                value = value * nd
+            if len(value) != nd or not all(isinstance(v, int) for v in value):
+                raise self._error(step, f"pooling parameter {value!r}")
+            return value
+
+        kernel = tup(raw.get("kernel_size"), None)
+        stride = raw.get("stride")
+        return {
+            "nd": nd,
+            "kernel": kernel,
+            "stride": tup(stride if stride not in ((), []) else None, kernel),
+            "padding": tup(raw.get("padding"), 0),
+            "dilation": tup(raw.get("dilation"), 1) if raw.get("max") else (1,) * nd,
+            "ceil_mode": bool(raw.get("ceil_mode", False)),
+        }
+
+    def _pad(self, step: Step) -> list[int]:
+        return [int(p) for p in self.params(step)["pad"]]
+
+    def _upsample_support(
+        self, step: Step, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+    ) -> list[torch.Tensor]:
+        """Per spatial dim, ``index[k, o]``: the k-th input position output ``o`` depends on.
+
+        Found by running the op itself on one-hot inputs along each dim, so the connectivity
+        is exactly the support of PyTorch's own interpolation weights (every mode supported is
+        separable). Missing taps point one past the end, at a zero slice.
+        """
+        params = self.params(step)
+        key = ("upsample", step.index, in_shape[2:], out_shape[2:], repr(params))
+        cached = self.structure.memo.get(key)
+        if cached is not None:
+            return [t.to(self.device) for t in cached]
+        spatial = in_shape[2:]
+        nd = len(spatial)
+        index: list[torch.Tensor] = []
+        for axis, size in enumerate(spatial):
+            shape = [size, 1] + [1] * nd
+            shape[2 + axis] = size
+            onehot = torch.eye(size, dtype=torch.float64, device=self.device).reshape(shape)
+            probe = onehot.expand(size, 1, *spatial).contiguous()
+            call = step.call
+            assert call is not None
+            out = call(probe) if isinstance(call, nn.Module) else call(probe, **params)
+            if tuple(out.shape[2:]) != tuple(out_shape[2:]):
+                raise self._error(step, "its output size could not be reproduced")
+            pick: list[Any] = [slice(None), 0] + [0] * nd
+            pick[2 + axis] = slice(None)
+            support = out[tuple(pick)] != 0  # (inputs, outputs)
+            taps = int(support.sum(dim=0).max())
+            rank = support.cumsum(dim=0) * support  # 1.. for each source of a column
+            rows = torch.full((max(taps, 1), support.shape[1]), size, dtype=torch.long,
+                              device=self.device)  # fmt: skip
+            src, col = support.nonzero(as_tuple=True)
+            rows[rank[src, col] - 1, col] = src
+            index.append(rows)
+        self.structure.memo[key] = index
+        return index
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _reduce_dims(self, step: Step, ndim: int) -> list[int]:
-        raw = step.params.get("dim")
+        raw = self.params(step).get("dim")
         if raw is None:
             raise self._error(step, "a reduction over all dimensions (the batch included)")
         dims = [raw] if isinstance(raw, int) else list(raw)
@@ -406,6 +602,13 @@ class Counter:
 
     def _error(self, step: Step, why: str) -> UnsupportedModuleError:
         return UnsupportedModuleError(f"the emergence measure cannot handle {step.name}: {why}.")
+
+
+def _tuple(value: Any, nd: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * nd
+    items = tuple(int(v) for v in value)
+    return items * nd if len(items) == 1 else items
 
 
 def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
