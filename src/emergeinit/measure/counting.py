@@ -52,12 +52,14 @@ class Counts:
 
     Neuron granularity: ``t`` is the value's shape with dimension 1 summed into ``t.shape[1]``
     contiguous groups. Channel granularity: ``t`` is ``(nb, C)``; ``flat`` marks a value
-    flattened from ``(B, C, positions...)``.
+    flattened from ``(B, C, positions...)``, ``axis`` where the channels are (1, or the last
+    dimension after a permute to channels-last).
     """
 
     t: torch.Tensor
     s: torch.Tensor
     flat: bool = False
+    axis: int = 1
 
 
 @dataclass(frozen=True)
@@ -293,17 +295,17 @@ class Counter:
         layer = self.layer_of[step.index]
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
+        axis = 1
         if layer.op == "linear":
-            if len(in_shape) != 2:
-                raise self._error(
-                    step, "channel granularity supports Linear layers on (batch, features) only"
-                )
-            groups = 1
+            if len(in_shape) != 2 and src.axis != len(in_shape) - 1:
+                raise self._error(step, "channel granularity needs a Linear on (batch, "
+                                  "features) or on channels-last values")  # fmt: skip
+            groups, axis = 1, len(out_shape) - 1
         else:
-            if src.flat:
-                raise self._error(step, "a convolution after flatten")
+            if src.flat or src.axis != 1:
+                raise self._error(step, "a convolution after flatten or a permute")
             groups = layer.groups
-        channels = out_shape[1]
+        channels = out_shape[axis]
         self.node_counts[step.name] = channels
         # A channel feeds every channel of its group once; a flattened channel every output.
         fg, s = _rescale(_coarsen(src.t, groups), src.s)
@@ -316,7 +318,7 @@ class Counter:
         contribution = s + (fg * mask.sum(dim=2, keepdim=True)).sum(dim=(1, 2)).log()
         start = _per_sample(torch.exp(-s), 3)
         q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
-        return Counts(q.reshape(self.nb, channels), s), contribution
+        return Counts(q.reshape(self.nb, channels), s, axis=axis), contribution
 
     def _mask(self, step: Step) -> torch.Tensor:
         mask = self.masks[step.index]
@@ -414,44 +416,49 @@ class Counter:
         if kind == "add":
             if any(self.shapes[i] != out_shape for i in step.sources):
                 raise self._error(step, "its operands have different shapes (broadcasting)")
-            if len({s.flat for s in sources}) > 1:
-                raise self._error(step, "it adds a flattened and an unflattened value")
+            if len({(s.flat, s.axis) for s in sources}) > 1:
+                raise self._error(step, "it adds values whose channels lie in different places")
             s, ts = _align(sources)
             total = ts[0]
             for t in ts[1:]:
                 total = total + t
-            return Counts(total, s, src.flat)
+            return Counts(total, s, src.flat, src.axis)
         if kind == "cat":
             dim = _normal_dim(self.params(step).get("dim", 0), len(out_shape))
-            if dim != 1 or any(s.flat for s in sources):
+            if any(s.flat or s.axis != dim for s in sources):
                 raise self._error(step, f"channel concatenation along dimension {dim}")
             s, ts = _align(sources)
-            return Counts(torch.cat(ts, dim=1), s)
+            return Counts(torch.cat(ts, dim=1), s, axis=dim)
         if kind in ("pool", "adaptive", "upsample", "pad"):
-            if src.flat or len(in_shape) < 3:
-                raise self._error(step, f"an unbatched {kind} input")
+            if src.flat or src.axis != 1 or len(in_shape) < 3:
+                raise self._error(step, f"a {kind} input whose channels are not on dimension 1")
             if kind == "pad" and len(self._pad(step)) > 2 * (len(in_shape) - 2):
                 raise self._error(step, "channel granularity cannot pad channels")
             return src  # a channel routes to itself, multiplicity one
         if kind == "permute":
-            if src.flat or self._perm(step, len(in_shape))[:2] != [0, 1]:
-                raise self._error(step, "channel granularity cannot follow channels through a "
-                                  "permute that moves them")  # fmt: skip
-            return src
+            perm = self._perm(step, len(in_shape))
+            if src.flat or perm[0] != 0:
+                raise self._error(step, "a permute of a flattened value or of the batch")
+            return Counts(src.t, src.s, axis=perm.index(src.axis))
         if kind == "reduce":
             dims = self._reduce_dims(step, len(in_shape))
-            if 0 in dims or 1 in dims or src.flat:
+            if 0 in dims or src.axis in dims or src.flat:
                 raise self._error(step, f"a reduction over dimensions {dims}")
-            return src
+            keep = bool(self.params(step).get("keepdim", False))
+            axis = src.axis if keep else src.axis - sum(d < src.axis for d in dims)
+            return Counts(src.t, src.s, axis=axis)
         if kind == "reshape":
             if out_shape[0] != in_shape[0] or math.prod(out_shape) != math.prod(in_shape):
                 raise self._error(step, "it changes the batch or the number of elements")
+            last = len(in_shape) - 1
             if src.flat:
                 if len(out_shape) == 2:
                     return src
-            elif len(out_shape) >= 2 and out_shape[1] == in_shape[1]:
+            elif src.axis == 1 and len(out_shape) >= 2 and out_shape[1] == in_shape[1]:
                 return src  # channels stay where they were; only positions move
-            elif len(out_shape) == 2 and len(in_shape) > 2:
+            elif src.axis == last and len(out_shape) >= 2 and out_shape[-1] == in_shape[-1]:
+                return Counts(src.t, src.s, axis=len(out_shape) - 1)  # channels-last kept
+            elif src.axis == 1 and len(out_shape) == 2 and len(in_shape) > 2:
                 return Counts(src.t, src.s, flat=True)
             raise self._error(
                 step, f"channel granularity cannot follow channels through "

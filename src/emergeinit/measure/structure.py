@@ -31,6 +31,7 @@ from .capture import (
 )
 from .ops import (
     FUNCTIONS,
+    LINEAR_MODULES,
     GETATTR,
     MAX_POOL_MODULES,
     META_ATTRIBUTES,
@@ -107,6 +108,12 @@ class Structure:
     def graph_module(self) -> fx.GraphModule:
         return self.captured.graph_module
 
+    def _is_linear(self, layer: int) -> bool:
+        step = self.steps[layer]
+        if step.module is not None:
+            return isinstance(step.module, LINEAR_MODULES)
+        return step.params.get("op") == "linear"
+
     def run_probe(
         self, inputs: ModelInputs, tau: float, per_sample: bool, channel: bool
     ) -> Probe:
@@ -150,7 +157,10 @@ class Structure:
                 continue
             read = self.read[layer]
             value = by_name[self.steps[read.step].node]
-            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel)
+            # A Linear's channels are its last dimension (channels-last values), a convolution's
+            # the first after the batch.
+            axis = -1 if self._is_linear(layer) else 1
+            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis)
             with graph.inserting_after(shape_nodes[read.step]):
                 activity = graph.call_function(_activity, args)
             with graph.inserting_after(activity):
@@ -206,9 +216,12 @@ def _activity(
     undo: tuple[tuple[Any, ...], ...],
     tau: float,
     per_sample: bool,
-    channel: bool,
+    channel: int | bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``value > tau`` laid out like the layer's output (per channel: its spatial mean)."""
+    """``value > tau`` laid out like the layer's output (per channel: its spatial mean).
+
+    ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
+    """
     if (
         not isinstance(value, torch.Tensor)
         or shape is None
@@ -227,8 +240,9 @@ def _activity(
     sums = v.reshape(v.shape[0], -1).sum(dim=1, dtype=torch.float64)
     if v.dtype in (torch.float16, torch.bfloat16):
         v = v.float()  # a half-precision mean over a large batch loses the threshold
-    if channel and v.dim() > 2:
-        v = v.mean(dim=tuple(range(2, v.dim())))
+    if channel is not False and v.dim() > 2:
+        axis = int(channel) % v.dim()
+        v = v.mean(dim=tuple(d for d in range(1, v.dim()) if d != axis))
     if not per_sample:
         v = v.mean(dim=0, keepdim=True)
     return v > tau, sums
