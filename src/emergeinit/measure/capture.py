@@ -66,6 +66,12 @@ class ModelInputs:
         )
         return str(spec), described
 
+    def as_inputs(self) -> Any:
+        """Back to what :func:`model_inputs` took: a tensor, a tuple or a dict."""
+        if self.kwargs:
+            return dict(self.kwargs)
+        return self.args[0] if len(self.args) == 1 else tuple(self.args)
+
     def call(self, model: nn.Module) -> Any:
         return model(*self.args, **self.kwargs)
 
