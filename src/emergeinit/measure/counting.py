@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UnsupportedModuleError
-from .ops import CONV_MODULES, CONV_TRANSPOSE_MODULES, LINEAR_MODULES
+from .ops import CONV_TRANSPOSE_MODULES, LINEAR_MODULES
 from .structure import Probe, Step, Structure
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -90,7 +90,8 @@ class Counter:
     ) -> None:
         self.structure = structure
         self.probe = probe
-        self.shapes = probe.shapes
+        # A step whose value is not a tensor has no shape: () fails every shape check.
+        self.shapes: list[tuple[int, ...]] = [s if s is not None else () for s in probe.shapes]
         self.batch = batch
         self.nb = count_batch
         self.cross = cross
@@ -475,17 +476,17 @@ class Counter:
         return {**step.params, **self.probe.dynamic[step.index]}
 
     def _layer(self, step: Step) -> Layer:
-        module = step.module
+        module: Any = step.module
         if module is not None:
             if isinstance(module, LINEAR_MODULES):
                 return Layer("linear")
-            assert isinstance(module, CONV_MODULES + CONV_TRANSPOSE_MODULES)
-            transposed = isinstance(module, CONV_TRANSPOSE_MODULES)
-            padding = module.padding
+            conv: Any = module
+            transposed = isinstance(conv, CONV_TRANSPOSE_MODULES)
+            pad = conv.padding
             return Layer(
-                "conv_transpose" if transposed else "conv", int(module.groups),
-                tuple(module.kernel_size), tuple(module.stride),
-                padding if isinstance(padding, str) else tuple(padding), tuple(module.dilation),
+                "conv_transpose" if transposed else "conv", int(conv.groups),
+                tuple(conv.kernel_size), tuple(conv.stride),
+                pad if isinstance(pad, str) else tuple(pad), tuple(conv.dilation),
             )  # fmt: skip
         params = self.params(step)
         op = params["op"]
@@ -497,10 +498,11 @@ class Counter:
         nd = len(weight) - 2
         if op == "convolution":
             op = "conv_transpose" if params.get("transposed") else "conv"
-        padding = params.get("padding", 0)
-        if not isinstance(padding, str):
-            padding = _tuple(padding, nd)
-        elif padding == "valid":
+        raw = params.get("padding", 0)
+        padding: tuple[int, ...] | str = raw
+        if not isinstance(raw, str):
+            padding = _tuple(raw, nd)
+        elif raw == "valid":
             padding = (0,) * nd
         if op == "conv_transpose" and isinstance(padding, str):
             raise self._error(step, f"padding={padding!r}")

@@ -192,9 +192,11 @@ _functions(Rule("add", _BINARY), operator.add, operator.sub, operator.iadd, oper
 _functions(Rule("scale", _BINARY), operator.mul, operator.truediv, operator.imul,
            operator.itruediv, torch.mul, torch.div)  # fmt: skip
 _functions(Rule("scale"), operator.neg, torch.neg)
-for _nd, _pool in enumerate((F.max_pool1d, F.max_pool2d, F.max_pool3d), start=1):
+_MAX_POOLS: tuple[Any, ...] = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
+_AVG_POOLS: tuple[Any, ...] = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
+for _nd, _pool in enumerate(_MAX_POOLS, start=1):
     _functions(Rule("pool", _MAX_POOL, {"nd": _nd, "max": True}), _pool)
-for _nd, _pool in enumerate((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d), start=1):
+for _nd, _pool in enumerate(_AVG_POOLS, start=1):
     _functions(Rule("pool", _AVG_POOL, {"nd": _nd, "max": False}), _pool)
 _functions(
     Rule("adaptive"), F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,

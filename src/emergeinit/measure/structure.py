@@ -31,8 +31,8 @@ from .capture import (
 )
 from .ops import (
     FUNCTIONS,
-    LINEAR_MODULES,
     GETATTR,
+    LINEAR_MODULES,
     MAX_POOL_MODULES,
     META_ATTRIBUTES,
     METHODS,
@@ -577,7 +577,7 @@ def _classify(
         if not isinstance(tensors, (list, tuple)) or not all(carrying(t) for t in tensors):
             return _Op("unsupported", [], reason="concatenation with a constant")
         return _Op("cat", list(tensors), params={"dim": bound.get("dim", 0)})
-    if not carrying(primary):
+    if not isinstance(primary, fx.Node) or not carrying(primary):
         return _Op("unsupported", [], reason="the input reaches it through a parameter argument")
     op = _Op(kind, [primary], params=params, tuple_output=rule.tuple_output)
     if kind == "weight":
@@ -597,7 +597,7 @@ def _classify(
         if mode not in UPSAMPLE_MODES or params.get("antialias"):
             return _Op("unsupported", [], reason=f"upsampling mode {mode!r} (supported: "
                        f"{', '.join(sorted(UPSAMPLE_MODES))}, without antialias)")  # fmt: skip
-        op.call = node.target
+        op.call = node.target  # type: ignore[assignment]  # a function or an ATen operator
     return op
 
 
@@ -628,7 +628,7 @@ def _classify_module(gm: fx.GraphModule, node: fx.Node) -> _Op:
         else:
             op.call = module
     elif kind == "pad":
-        op.params = {"pad": tuple(module.padding), "value": module.value}
+        op.params = {"pad": tuple(module.padding), "value": module.value}  # type: ignore[arg-type]
     return op
 
 
