@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -198,3 +199,17 @@ def test_activations_that_overflow_give_nan() -> None:
     with pytest.warns(RuntimeWarning, match="1 of 3"):
         result = measure_emergence(model, x)
     assert math.isnan(result.log10_e[0]) and not torch.isnan(result.log10_e[1:]).any()
+
+
+def test_huge_finite_activations_are_not_mistaken_for_overflow() -> None:
+    # Each activation is finite (about 1e38) but their float32 sum is not: the cheap check
+    # flags the sample, the exact check clears it.
+    model = mlp().eval()
+    with torch.no_grad():
+        model[0].weight.fill_(1e37)
+        model[0].bias.zero_()
+    x = torch.ones(2, 4) * 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = measure_emergence(model, x)
+    assert not torch.isnan(result.log10_e).any()

@@ -40,8 +40,6 @@ from ..errors import UnsupportedModuleError
 from .ops import CONV_TRANSPOSE_MODULES, LINEAR_MODULES
 from .structure import Probe, Step, Structure
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 _ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 _FULL = 0  # demand: every channel separately
 
@@ -212,16 +210,21 @@ class Counter:
         if layer.op == "linear" and len(in_shape) != 2:
             return self._linear_full(step, src)
         if layer.op == "linear":
-            fg = src.t.sum(dim=1, keepdim=True)  # every input feeds every output once
+            raw = src.t.sum(dim=1, keepdim=True)  # every input feeds every output once
             groups = 1
         else:
-            fg = self._kernel_sum(step, layer, src.t, in_shape, out_shape)
+            raw = self._kernel_sum(step, layer, src.t, in_shape, out_shape)
             groups = layer.groups
-        fg, s = _rescale(fg, src.s)
+        # ``raw`` holds F per group and position at scale exp(src.s); below, the new scale
+        # s = src.s + log(peak) is applied where the output is formed (no extra pass).
         channels = out_shape[1]
+        dims = tuple(range(1, raw.dim()))
         if step.index in self.structure.last:
             self.active_fraction[step.name] = 1.0
-            return None, s + (fg.sum(dim=tuple(range(1, fg.dim()))) * (channels // groups)).log()
+            return None, src.s + (raw.sum(dim=dims) * (channels // groups)).log()
+        peak = raw.amax(dim=dims)
+        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        s = src.s + peak.log()
 
         # Per group of the finest partition both the layer (groups) and its consumers (demand)
         # need: each part's count of active neurons is all the activity mask is needed for.
@@ -229,22 +232,35 @@ class Counter:
         parts = math.lcm(groups, demand)
         size = channels // parts
         mask = self._mask(step)
-        active = mask.reshape(mask.shape[0], parts, size, *mask.shape[2:]).sum(
-            dim=2, dtype=torch.int32
-        )
-        self.active_fraction[step.name] = float(active.sum()) / mask.numel()
-        active = active.to(torch.float64)
-        per_part = _expand_groups(fg, parts)
-        dims = tuple(range(1, per_part.dim()))
-        contribution = s + (per_part * active).sum(dim=dims).log()
+        nb, spatial = mask.shape[0], mask.shape[2:]
+        if size == 1:
+            active = mask.to(torch.float64)
+        else:  # an integer count first: summing booleans into float64 is several times slower
+            active = mask.reshape(nb, parts, size, *spatial).sum(dim=2, dtype=torch.int32)
+            active = active.to(torch.float64)
+        by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
+        reached = by_group * active.reshape(nb, groups, parts // groups, *spatial)
+        contribution = src.s + reached.sum(dim=tuple(range(1, reached.dim()))).log()
 
-        start = _per_sample(torch.exp(-s), per_part.dim())  # the length-0 path from inactive u
-        inactive = size - active
+        # The counts leave summed over the consumers' groups (demand), at the new scale.
+        inv = _per_sample(1.0 / peak, raw.dim() + 1)
+        start = _per_sample(torch.exp(-s), raw.dim())  # the length-0 path from inactive u
+        if demand == parts:
+            self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+            base = torch.addcmul(start * size, active, start, value=-1).reshape(reached.shape)
+            if self.cross:
+                q = torch.addcmul(base, by_group, inv * size)
+            else:
+                q = torch.addcmul(base, reached, inv)
+            return Counts(q.reshape(nb, parts, *spatial), s), contribution
+        active_d = _coarsen(active, demand)
+        self.active_fraction[step.name] = float(active_d.sum()) / mask.numel()
+        base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
         if self.cross:
-            q = per_part * size + inactive * start
+            summed = _coarse_groups(raw, groups, parts, demand) * size
         else:
-            q = per_part * active + inactive * start
-        return Counts(_coarsen(q, demand), s), contribution
+            summed = _coarsen(reached.reshape(nb, parts, *spatial), demand)
+        return Counts(torch.addcmul(base, summed, inv.squeeze(2)), s), contribution
 
     def _kernel_sum(
         self, step: Step, layer: Layer, t: torch.Tensor, in_shape: tuple[int, ...],
@@ -256,10 +272,10 @@ class Counter:
             raise self._error(step, "an unbatched convolution input")
         groups = layer.groups
         summed = _coarsen(t, groups)  # all-ones kernel: only group sums matter
-        ones = torch.ones((groups, 1, *layer.kernel), dtype=torch.float64, device=self.device)
         if layer.op == "conv":
-            fg = _CONV[nd](summed, ones, None, layer.stride, layer.padding, layer.dilation,
-                           groups)  # fmt: skip
+            left = [pair[0] for pair in _pad_pairs(layer)]
+            fg = _window_sum(summed, layer.kernel, layer.stride, left, layer.dilation,
+                             out_shape[2:])  # fmt: skip
         else:
             # The output size fixes output_padding (also when forward() got output_size).
             assert isinstance(layer.padding, tuple)
@@ -271,8 +287,8 @@ class Counter:
             if any(e < 0 or e >= max(s, d) for e, s, d in zip(extra, layer.stride,
                                                                 layer.dilation)):  # fmt: skip
                 raise self._error(step, "its output size could not be reproduced")
-            fg = _CONV_T[nd](summed, ones, None, layer.stride, layer.padding, tuple(extra),
-                             groups, layer.dilation)  # fmt: skip
+            fg = _scatter_window_sum(summed, layer.kernel, layer.stride, layer.padding,
+                                     layer.dilation, out_shape[2:])  # fmt: skip
         if tuple(fg.shape[2:]) != tuple(out_shape[2:]):
             raise self._error(step, "its output size could not be reproduced")
         return fg
@@ -280,16 +296,23 @@ class Counter:
     def _linear_full(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
         """A Linear on (batch, ..., features): rows of positions, each a dense layer."""
         out_shape = self.shapes[step.index]
-        fg, s = _rescale(src.t.sum(dim=-1, keepdim=True), src.s)
-        dims = tuple(range(1, fg.dim()))
+        raw = src.t.sum(dim=-1, keepdim=True)  # per row, the count reaching each output
+        dims = tuple(range(1, raw.dim()))
         if step.index in self.structure.last:
             self.active_fraction[step.name] = 1.0
-            return None, s + (fg.sum(dim=dims) * out_shape[-1]).log()
+            return None, src.s + (raw.sum(dim=dims) * out_shape[-1]).log()
+        peak = raw.amax(dim=dims)
+        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        s = src.s + peak.log()
         mask = self._mask(step).reshape(-1, *out_shape[1:])
-        self.active_fraction[step.name] = float(mask.float().mean())
-        contribution = s + (fg * mask.sum(dim=-1, keepdim=True)).sum(dim=dims).log()
-        start = _per_sample(torch.exp(-s), fg.dim())
-        q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
+        per_row = mask.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        self.active_fraction[step.name] = float(per_row.sum()) / mask.numel()
+        contribution = src.s + (raw * per_row.to(torch.float64)).sum(dim=dims).log()
+        active = mask.to(torch.float64)
+        start = _per_sample(torch.exp(-s), raw.dim())
+        scaled = raw * _per_sample(1.0 / peak, raw.dim())
+        base = torch.addcmul(start, active, start, value=-1)  # the inactive outputs' own path
+        q = base.add_(scaled) if self.cross else base.addcmul_(active, scaled)
         return Counts(_coarsen(q, self._size(step.index)), s), contribution
 
     def _layer_channel(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
@@ -358,7 +381,9 @@ class Counter:
             pool = self._pool(step)
             if len(in_shape) != pool["nd"] + 2:
                 raise self._error(step, "unbatched pooling input")
-            return Counts(_sum_pool(_coarsen(src.t, own), pool, out_shape[2:]), src.s)
+            t = _window_sum(_coarsen(src.t, own), pool["kernel"], pool["stride"], pool["padding"],
+                            pool["dilation"], out_shape[2:])  # fmt: skip
+            return Counts(t, src.s)
         if kind == "adaptive":
             nd = len(out_shape) - 2
             if len(in_shape) != nd + 2 or nd not in _ADAPTIVE_AVG:
@@ -613,6 +638,72 @@ class Counter:
         return UnsupportedModuleError(f"the emergence measure cannot handle {step.name}: {why}.")
 
 
+def _pad_pairs(layer: Layer) -> list[tuple[int, int]]:
+    """(left, right) zero padding per spatial dim; "same" puts the odd one on the right."""
+    if isinstance(layer.padding, str):  # "same" ("valid" became zeros)
+        total = [d * (k - 1) for k, d in zip(layer.kernel, layer.dilation)]
+        return [(t // 2, t - t // 2) for t in total]
+    return [(p, p) for p in layer.padding]
+
+
+def _window_sum(
+    t: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], left: Sequence[int],
+    dilation: Sequence[int], out_size: Sequence[int],
+) -> torch.Tensor:  # fmt: skip
+    """Per channel, ``out[i] = sum over taps j of t[i * stride - left + j * dilation]``.
+
+    The sum over every window of an all-ones kernel, a pooling window or a convolution's
+    receptive field, with positions outside the input (padding, or past it in ceil mode)
+    contributing nothing. Separable: per dim, one output tensor and one in-place add per tap
+    (float64 convolutions and pooling are slow on CPU, and no padded copy is made).
+    """
+    for axis, (k, s, p, d, o) in enumerate(zip(kernel, stride, left, dilation, out_size)):
+        dim = 2 + axis
+        size = t.shape[dim]
+        if k == 1 and s == 1 and p == 0 and o == size:
+            continue  # a 1x1 window: every position routes to itself
+        shape = list(t.shape)
+        shape[dim] = o
+        out = t.new_zeros(shape)
+        index: list[Any] = [slice(None)] * t.dim()
+        for j in range(k):
+            offset = j * d - p  # output i reads input i * s + offset
+            lo = max(0, (s - 1 - offset) // s)  # the first i with i * s + offset >= 0
+            hi = min(o - 1, (size - 1 - offset) // s)  # the last with i * s + offset < size
+            if hi < lo:
+                continue
+            index[dim] = slice(lo * s + offset, hi * s + offset + 1, s)
+            out.narrow(dim, lo, hi - lo + 1).add_(t[tuple(index)])
+        t = out
+    return t
+
+
+def _scatter_window_sum(
+    t: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+    dilation: Sequence[int], out_size: Sequence[int],
+) -> torch.Tensor:  # fmt: skip
+    """A transposed convolution with an all-ones kernel: input ``i`` adds into every output
+    ``i * stride - padding + j * dilation`` (tap ``j``) inside the output. Separable, as
+    :func:`_window_sum`, with strided in-place adds."""
+    for axis, (k, s, p, d, o) in enumerate(zip(kernel, stride, padding, dilation, out_size)):
+        dim = 2 + axis
+        size = t.shape[dim]
+        shape = list(t.shape)
+        shape[dim] = o
+        out = t.new_zeros(shape)
+        index: list[Any] = [slice(None)] * t.dim()
+        for j in range(k):
+            offset = j * d - p  # input i adds into output i * s + offset
+            lo = max(0, (s - 1 - offset) // s)
+            hi = min(size - 1, (o - 1 - offset) // s)
+            if hi < lo:
+                continue
+            index[dim] = slice(lo * s + offset, hi * s + offset + 1, s)
+            out[tuple(index)].add_(t.narrow(dim, lo, hi - lo + 1))
+        t = out
+    return t
+
+
 def _tuple(value: Any, nd: int) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * nd
@@ -636,6 +727,15 @@ def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
     if t.dim() < 2 or groups == _FULL or t.shape[1] == groups:
         return t
     return t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:]).sum(dim=2)
+
+
+def _coarse_groups(raw: torch.Tensor, groups: int, parts: int, demand: int) -> torch.Tensor:
+    """Sums over ``demand`` groups of ``raw``'s ``groups`` values, each repeated over its parts."""
+    if groups % demand == 0:
+        return _coarsen(raw, demand) * (parts // groups)
+    if demand % groups == 0:
+        return _expand_groups(raw, demand) * (parts // demand)
+    return _coarsen(_expand_groups(raw, parts), demand)
 
 
 def _expand_groups(fg: torch.Tensor, parts: int) -> torch.Tensor:
@@ -664,46 +764,6 @@ def _normal_dim(dim: Any, ndim: int) -> int:
     if not isinstance(dim, int):
         return -1
     return dim + ndim if dim < 0 else dim
-
-
-def _sum_pool(t: torch.Tensor, params: dict[str, Any], out_size: Sequence[int]) -> torch.Tensor:
-    """Sum of counts over every pooling window (a window's output forwards all its routes)."""
-    nd = params["nd"]
-    kernel, stride, padding, dilation = (
-        params["kernel"], params["stride"], params["padding"], params["dilation"]
-    )  # fmt: skip
-    ceil_mode = params["ceil_mode"]
-    if all(d == 1 for d in dilation):
-        # divisor_override=1 turns average pooling into an exact window sum.
-        if nd == 1:
-            out = F.avg_pool2d(
-                t.unsqueeze(-2), (1, *kernel), (1, *stride), (0, *padding), ceil_mode, True, 1
-            ).squeeze(-2)
-        elif nd == 2:
-            out = F.avg_pool2d(t, kernel, stride, padding, ceil_mode, True, 1)
-        else:
-            out = F.avg_pool3d(t, kernel, stride, padding, ceil_mode, True, 1)
-    else:
-        # Dilated windows: an all-ones depthwise convolution over explicitly padded input; the
-        # right padding reaches the last (ceil-mode) window, the crop keeps the pooled size.
-        pads: list[int] = []
-        for size, o, k, s, p, d in zip(
-            reversed(t.shape[2:]), reversed(out_size), reversed(kernel), reversed(stride),
-            reversed(padding), reversed(dilation),
-        ):  # fmt: skip
-            pads += [p, max(0, (o - 1) * s + d * (k - 1) + 1 - size - p)]
-        lead = t.shape[:2]
-        x = F.pad(t.reshape(-1, 1, *t.shape[2:]), pads)
-        ones = torch.ones((1, 1, *kernel), dtype=t.dtype, device=t.device)
-        out = _CONV[nd](x, ones, None, stride, 0, dilation)
-        crop: tuple[Any, ...] = (Ellipsis, *[slice(0, o) for o in out_size])
-        out = out[crop]
-        out = out.reshape(*lead, *out.shape[2:])
-    if tuple(out.shape[2:]) != tuple(out_size):
-        raise UnsupportedModuleError(
-            f"pooling output size {tuple(out.shape[2:])} could not be reproduced ({out_size})."
-        )
-    return out
 
 
 def _adaptive_sum(t: torch.Tensor, out_size: tuple[int, ...]) -> torch.Tensor:

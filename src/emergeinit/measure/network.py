@@ -200,7 +200,15 @@ def measure_emergence(
     )
     log_e = counter.run() / _LN10
     log10_e = log_e.to("cpu").expand(batch).clone()
-    finite = _finite_samples(model, call, probe)
+    finite = _finite_inputs(call) & _finite_rows(probe, batch)
+    if not bool(finite.all()) and bool(_finite_inputs(call).all()):
+        # A non-finite sum of a sample's activations may be an overflow of finite values (or
+        # follow from non-finite weights): ask again, exactly.
+        with untouched(model, call), torch.no_grad():
+            exact = structure.run_probe(call, tau, per_sample, channel, exact=True)
+        finite = _finite_rows(exact, batch)
+    if not _all_finite([*model.parameters(), *model.buffers()]):
+        finite = torch.zeros_like(finite)
     if not bool(finite.all()):
         bad = int((~finite).sum())
         log10_e[~finite if per_sample else slice(None)] = math.nan
@@ -256,21 +264,43 @@ def _probe(
         return structure, structure.run_probe(call, tau, per_sample, channel)
 
 
-def _finite_samples(model: nn.Module, call: ModelInputs, probe: Probe) -> torch.Tensor:
-    """Per sample: inputs, read activations and last-layer outputs all finite (CPU bool)."""
-    rows = [s for s in probe.row_sums if s is not None]
-    rows += [
-        t.detach().reshape(t.shape[0], -1).sum(dim=1, dtype=torch.float64)
-        for t in call.tensors
-        if t.is_floating_point()
-    ]
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    finite = torch.isfinite(torch.stack(rows)).all(dim=0).cpu() if rows else torch.ones(
-        call.batch, dtype=torch.bool
-    )  # fmt: skip
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
-        finite = torch.zeros_like(finite)
+def _finite_inputs(call: ModelInputs) -> torch.Tensor:
+    """Per sample, whether every float input value is finite (CPU bool tensor)."""
+    finite = torch.ones(call.batch, dtype=torch.bool)
+    for t in call.tensors:
+        if t.is_floating_point():
+            rows = t.detach().reshape(t.shape[0], -1)
+            ok = torch.isfinite(_sum(rows, dim=1))  # overflow of huge values: checked below
+            if not bool(ok.all()):
+                ok = torch.isfinite(rows).all(dim=1)
+            finite &= ok.cpu()
     return finite
+
+
+def _finite_rows(probe: Probe, batch: int) -> torch.Tensor:
+    """Per sample, whether the activations the probe summed (or flagged) were finite."""
+    rows = [s if s.dtype == torch.bool else torch.isfinite(s) for s in probe.row_sums
+            if s is not None]  # fmt: skip
+    if not rows:
+        return torch.ones(batch, dtype=torch.bool)
+    return torch.stack(rows).all(dim=0).cpu()
+
+
+def _sum(t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """A sum in the tensor's dtype, or float32 for half precision (which overflows at 65504)."""
+    dtype = torch.float32 if t.element_size() < 4 else None
+    return t.sum(dtype=dtype) if dim is None else t.sum(dim=dim, dtype=dtype)
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every float tensor is finite: a sum each (finite when all values are), and the
+    elementwise test (slow on CPU) only for a tensor whose sum is not, which may overflow."""
+    floats = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
+    if not floats:
+        return True
+    sums = torch.stack([_sum(t).double().to(floats[0].device) for t in floats])
+    suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+    return all(bool(torch.isfinite(floats[i]).all()) for i in suspects)
 
 
 def _mean_std(values: torch.Tensor) -> tuple[float, float]:

@@ -81,7 +81,7 @@ class Probe:
 
     shapes: list[tuple[int, ...] | None]
     masks: list[torch.Tensor | None]  # per non-last layer
-    row_sums: list[torch.Tensor]  # per read point and last layer: float64 sums per sample
+    row_sums: list[torch.Tensor | None]  # per read and last layer: sums (or flags) per sample
     dynamic: dict[int, dict[str, Any]]
     weight_shapes: dict[int, tuple[int, ...]]
 
@@ -115,9 +115,11 @@ class Structure:
         return step.params.get("op") == "linear"
 
     def run_probe(
-        self, inputs: ModelInputs, tau: float, per_sample: bool, channel: bool
-    ) -> Probe:
-        probe = self.probe_module(tau, per_sample, channel)
+        self, inputs: ModelInputs, tau: float, per_sample: bool, channel: bool,
+        exact: bool = False,
+    ) -> Probe:  # fmt: skip
+        """Run the probe; ``exact``: per-sample finiteness flags instead of row sums."""
+        probe = self.probe_module(tau, per_sample, channel, exact)
         shapes, masks, sums, dynamic, weights = probe(*self.captured.flat(inputs))
         dynamic_steps = [s for s in self.steps if s.dynamic]
         return Probe(
@@ -128,13 +130,15 @@ class Structure:
             dict(zip(self.weight_args, weights)),
         )
 
-    def probe_module(self, tau: float, per_sample: bool, channel: bool) -> fx.GraphModule:
+    def probe_module(
+        self, tau: float, per_sample: bool, channel: bool, exact: bool = False
+    ) -> fx.GraphModule:
         """A copy of the captured forward returning what :class:`Probe` holds.
 
         Masks are computed right after their read point, so later in-place ops cannot alter
         them and no full activation is kept alive.
         """
-        key = (tau, per_sample, channel)
+        key = (tau, per_sample, channel, exact)
         cached = self._probes.get(key)
         if cached is not None:
             return cached
@@ -153,14 +157,15 @@ class Structure:
         for layer in self.layers:
             if layer in self.last:
                 with graph.inserting_after(shape_nodes[layer]):
-                    sums.append(graph.call_function(_row_sums, (by_name[self.steps[layer].node],)))
+                    value = by_name[self.steps[layer].node]
+                    sums.append(graph.call_function(_row_sums, (value, exact)))
                 continue
             read = self.read[layer]
             value = by_name[self.steps[read.step].node]
             # A Linear's channels are its last dimension (channels-last values), a convolution's
             # the first after the batch.
             axis = -1 if self._is_linear(layer) else 1
-            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis)
+            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis, exact)
             with graph.inserting_after(shape_nodes[read.step]):
                 activity = graph.call_function(_activity, args)
             with graph.inserting_after(activity):
@@ -203,11 +208,15 @@ def _shape_of(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def _row_sums(value: Any) -> torch.Tensor | None:
-    """Per-sample sums in float64: finite exactly when every value of the sample is finite."""
+def _row_sums(value: Any, exact: bool) -> torch.Tensor | None:
+    """Per-sample sums: finite when every value of the sample is (a sum of huge finite values
+    may overflow too; the caller then asks again with ``exact``: per-sample isfinite flags)."""
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() < 1:
         return None
-    return value.detach().reshape(value.shape[0], -1).sum(dim=1, dtype=torch.float64)
+    rows = value.detach().reshape(value.shape[0], -1)
+    if exact:
+        return torch.isfinite(rows).all(dim=1)
+    return rows.sum(dim=1, dtype=torch.float32 if rows.element_size() < 4 else None)
 
 
 def _activity(
@@ -217,6 +226,7 @@ def _activity(
     tau: float,
     per_sample: bool,
     channel: int | bool,
+    exact: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``value > tau`` laid out like the layer's output (per channel: its spatial mean).
 
@@ -237,7 +247,7 @@ def _activity(
             dims = [d % v.dim() for d in item[1]]
             v = v.permute([dims.index(d) for d in range(v.dim())])
     v = v.reshape(shape)
-    sums = v.reshape(v.shape[0], -1).sum(dim=1, dtype=torch.float64)
+    sums = _row_sums(v, exact)
     if v.dtype in (torch.float16, torch.bfloat16):
         v = v.float()  # a half-precision mean over a large batch loses the threshold
     if channel is not False and v.dim() > 2:
