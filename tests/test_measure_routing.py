@@ -126,6 +126,19 @@ UPSAMPLE_3D = [
     ("gap",), ("linear", 2),
 ]  # fmt: skip
 
+# Concatenation into grouped convolutions: operands that fill whole groups (2 + 4 channels into
+# groups of 2) and operands that straddle them (1 + 5 channels into groups of 2).
+CAT_ALIGNED = [
+    ("conv", 2, 3, 1, 1, 1, 1), ("act", "relu"), ("save",), ("conv", 4, 3, 1, 1, 1, 2),
+    ("act", "relu"), ("cat_saved",), ("conv", 3, 3, 1, 1, 1, 3), ("act", "relu"),
+    ("conv", 2, 1, 1, 0, 1, 1),
+]  # fmt: skip
+CAT_STRADDLING = [
+    ("conv", 1, 3, 1, 1, 1, 1), ("act", "relu"), ("save",), ("conv", 5, 3, 1, 1, 1, 1),
+    ("act", "relu"), ("cat_saved",), ("conv", 6, 3, 1, 1, 1, 3), ("act", "relu"),
+    ("conv", 2, 1, 1, 0, 1, 1),
+]  # fmt: skip
+
 FAMILIES: dict[str, tuple[list[tuple[Any, ...]], tuple[int, ...], tuple[bool, ...]]] = {
     "unet-transposed": (UNET_TRANSPOSED, (2, 6, 6), (False, True)),
     "unet-bilinear": (UNET_BILINEAR, (2, 6, 6), (False, True)),
@@ -136,6 +149,8 @@ FAMILIES: dict[str, tuple[list[tuple[Any, ...]], tuple[int, ...], tuple[bool, ..
     "transposed-1d": (TRANSPOSED_1D, (2, 5), (False, True)),
     "transposed-3d": (TRANSPOSED_3D, (2, 2, 3, 2), (False, True)),
     "upsample-3d": (UPSAMPLE_3D, (2, 2, 3, 2), (False, True)),
+    "cat-aligned-groups": (CAT_ALIGNED, (2, 5, 5), (False, True)),
+    "cat-straddling-groups": (CAT_STRADDLING, (2, 5, 5), (False, True)),
 }
 
 

@@ -142,17 +142,25 @@ class Counter:
         for step in reversed(self.needed):
             own = demand.get(step.index)
             for src in step.sources:
-                need = self._requirement(step, own)
+                need = self._requirement(step, own, src)
                 if src in demand and need != demand[src]:
                     need = _FULL if _FULL in (need, demand[src]) else math.lcm(need, demand[src])
                 demand[src] = need
         return demand
 
-    def _requirement(self, step: Step, own: int | None) -> int:
-        in_shape = self.shapes[step.sources[0]]
+    def _requirement(self, step: Step, own: int | None, source: int) -> int:
+        in_shape = self.shapes[source]
         out_shape = self.shapes[step.index]
         if len(in_shape) < 2 or len(out_shape) < 2:
             return _FULL
+        if step.kind == "cat" and own not in (None, _FULL):
+            # Along channels, operands whose channels fill whole consumer groups carry just
+            # those groups' sums (one consumer group: each operand's total).
+            width = out_shape[1] // own
+            dim = _normal_dim(self.params(step).get("dim", 0), len(out_shape))
+            channels = [self.shapes[i][1] for i in step.sources]
+            if dim == 1 and (own == 1 or all(c % width == 0 for c in channels)):
+                return 1 if own == 1 else in_shape[1] // width
         if step.kind == "weight":
             layer = self.layer_of[step.index]
             if layer.op == "linear":
@@ -376,6 +384,13 @@ class Counter:
             if dim <= 0:
                 raise self._error(step, f"concatenation along dimension {dim}")
             s, ts = _align(sources)
+            channels = [self.shapes[i][1] for i in step.sources]
+            width = out_shape[1] // own
+            if dim == 1 and own == 1:  # one consumer group: the operands' totals add
+                return Counts(sum((_coarsen(t, 1) for t in ts[1:]), _coarsen(ts[0], 1)), s)
+            if dim == 1 and all(c % width == 0 for c in channels):
+                parts = [_coarsen(t, c // width) for t, c in zip(ts, channels)]
+                return Counts(torch.cat(parts, dim=1), s)
             return Counts(_coarsen(torch.cat(ts, dim=dim), own), s)
         if kind == "pool":
             pool = self._pool(step)
