@@ -372,7 +372,7 @@ def _new_array(shape: Sequence[int]) -> np.ndarray:
 
 
 def explicit_graph(net: SpecNet, in_shape: Sequence[int], channel: bool = False) -> Graph:
-    """The neuron graph of ``net``; ``channel=True``: nodes are channels (SPEC 2.2)."""
+    """The neuron graph of ``net``; ``channel=True``: nodes are channels (docs/measure.md)."""
     graph = Graph()
     state = _new_array([in_shape[0]] if channel else in_shape)
     for idx in np.ndindex(state.shape):
@@ -649,7 +649,7 @@ def cross_dp(graph: Graph, active: list[bool]) -> int:
 
 
 def li_dp(graph: Graph, active: list[bool]) -> int:
-    """SPEC 2.1 with H = active nodes: a backward DP for P_H, then the sum over inactive x."""
+    """Li's E(G, H) with H = active nodes: a backward DP for P_H, then the sum over inactive x."""
     succ = graph.successors()
     p = [0] * graph.size
     for s in reversed(range(graph.size)):

@@ -213,3 +213,37 @@ def test_huge_finite_activations_are_not_mistaken_for_overflow() -> None:
         warnings.simplefilter("error", RuntimeWarning)
         result = measure_emergence(model, x)
     assert not torch.isnan(result.log10_e).any()
+
+
+class InPlaceAlias(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 4)
+        self.b = nn.Linear(3, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        h.add_(self.b(x))  # h changed in place, then used through the same name
+        return self.out(h)
+
+
+class OutOfPlace(InPlaceAlias):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        return self.out(h + self.b(x))
+
+
+def test_an_in_place_addition_used_again() -> None:
+    # fx keeps the old name's node for the later use, which would miss b's paths: refused.
+    # torch.export rewrites the later use to the addition's result: the right number.
+    torch.manual_seed(0)
+    net, x = InPlaceAlias(), torch.randn(4, 3)
+    with pytest.raises(UnsupportedModuleError, match="in-place addition"):
+        measure_emergence(net, x, capture="fx")
+    twin = OutOfPlace()
+    twin.load_state_dict(net.state_dict())
+    expected = measure_emergence(twin, x).log10_e
+    assert torch.equal(measure_emergence(net, x, capture="export").log10_e, expected)
+    automatic = measure_emergence(net, x)  # fx refuses it, torch.export reads it
+    assert automatic.traced_with == "export" and torch.equal(automatic.log10_e, expected)

@@ -1,4 +1,4 @@
-"""graph_emergence: Li's E(G, H) on explicit DAGs, exact and in log space (SPEC 2.1)."""
+"""graph_emergence: Li's E(G, H) on explicit DAGs, exact and in log space (docs/measure.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""measure_emergence against the closed form and explicit neuron graphs (SPEC 2.2)."""
+"""measure_emergence against the closed form and explicit neuron graphs (docs/measure.md)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ parameter, a buffer or a mode changes (see :func:`capture`).
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -150,7 +151,9 @@ def trace_fx(model: nn.Module) -> Captured:
 
 def trace_export(model: nn.Module, inputs: ModelInputs) -> Captured:
     """torch.export (non-strict) as a plain GraphModule taking the flat input leaves."""
-    with untouched(model, inputs):
+    with untouched(model, inputs), warnings.catch_warnings():
+        # export's advice is for its own users (register buffers, dynamic shapes): not ours
+        warnings.simplefilter("ignore")
         program = torch.export.export(model, inputs.args, inputs.kwargs, strict=False)
     unlifted = program.module()
     # A fresh graph drops the pytree calling convention and the input guards: inputs are

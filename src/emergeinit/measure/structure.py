@@ -268,8 +268,8 @@ def read_structure(model: nn.Module, inputs: ModelInputs, capture: Capture = "au
     """The structure of ``model`` called on ``inputs`` (cached; see :mod:`.capture`).
 
     ``capture="auto"`` tries torch.fx, then torch.export, then (for a plain ``nn.Sequential``)
-    the chain of its children. A capture that fails is remembered as failed; a captured graph
-    that holds unsupported ops raises at once (another tracer would see the same ops).
+    the chain of its children. A capture that fails, or holds ops without a routing rule, is
+    remembered; when no capture can be measured, the first refusal (or every failure) is raised.
     """
     if capture == "fx" and not inputs.positional_tensors:
         raise ConfigError(
@@ -288,6 +288,7 @@ def read_structure(model: nn.Module, inputs: ModelInputs, capture: Capture = "au
     if capture != "export" and type(model) is nn.Sequential and inputs.positional_tensors:
         attempts.append((("sequential",), "children", lambda: trace_sequential(model)))
     tensor_leaves = [isinstance(leaf, torch.Tensor) for leaf in inputs.leaves]
+    refused: UnsupportedModuleError | None = None
     for key, label, action in attempts:
         found = cache.get(key)
         if found is None:
@@ -301,11 +302,21 @@ def read_structure(model: nn.Module, inputs: ModelInputs, capture: Capture = "au
                 if takes != len(tensor_leaves):  # fx: forward() has more (optional) parameters
                     found = f"{label}: forward() takes {takes} inputs, got {len(tensor_leaves)}"
                 else:
-                    found = analyse(captured, tensor_leaves)
+                    try:
+                        found = analyse(captured, tensor_leaves)
+                    except UnsupportedModuleError as error:
+                        found = error
             remember(cache, key, found)
         if isinstance(found, Structure):
             return found
+        if isinstance(found, UnsupportedModuleError):
+            # Read, but with ops the measure cannot route; another tracer may see them
+            # decomposed (or an in-place alias resolved), else this first refusal is raised.
+            refused = refused or found
+            continue
         failures.append(found)
+    if refused is not None:
+        raise refused
     check_forward(model, inputs)
     raise UnsupportedModuleError(
         f"could not read the structure of {type(model).__name__}:\n  " + "\n  ".join(failures)
@@ -353,6 +364,7 @@ def analyse(captured: Captured, tensor_leaves: list[bool]) -> Structure:
         step_of[node] = step.index
         return step
 
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for node in gm.graph.nodes:
         if node.op == "output":
             continue
@@ -372,9 +384,10 @@ def analyse(captured: Captured, tensor_leaves: list[bool]) -> Structure:
         if not carrying:
             if any(a in constants for a in args):
                 constants.add(node)
-            if node.op == "call_module" and classify_module(_module(gm, node))[0] == "weight":
+            if _is_weight_call(gm, node):
                 # Its neurons would have successors but no place in the graph: refuse.
-                add(node, _Op("unsupported", [], _module(gm, node),
+                module = _module(gm, node) if node.op == "call_module" else None
+                add(node, _Op("unsupported", [], module,
                               reason="its input does not depend on the model input"), [])
                 steps[-1].feeds_weight = True  # always reported
             continue
@@ -395,6 +408,12 @@ def analyse(captured: Captured, tensor_leaves: list[bool]) -> Structure:
             extra = [a for a in carrying if a not in op.operands]
             if extra or not op.operands:
                 op = _Op("unsupported", [], op.module, reason="more than one input carries paths")
+        aliased = op.kind == "add" and _in_place(node) and _used_later(op.operands[0], node,
+                                                                        order)  # fmt: skip
+        if aliased:
+            # x.add_(y) changes x itself: a later use of x would need y's paths too.
+            op = _Op("unsupported", [], reason="an in-place addition to a value used again "
+                     "afterwards; write x = x + y")  # fmt: skip
         if op.tuple_output:
             # The op returns (value, statistics...): its getitem 0 becomes the step.
             add(node, _Op("tuple", [], reason="a tuple of outputs used as a value"),
@@ -406,6 +425,7 @@ def analyse(captured: Captured, tensor_leaves: list[bool]) -> Structure:
         else:
             sources = [step_of[a] for a in op.operands]
         step = add(node, op, sources)
+        step.feeds_weight = aliased  # reported even if its own result is unused
         if op.kind == "weight" and op.weight is not None:
             weight_args[step.index] = op.weight.name
 
@@ -440,6 +460,29 @@ def analyse(captured: Captured, tensor_leaves: list[bool]) -> Structure:
     last = {i for i in layers if not steps[i].feeds_weight}
     read = {i: _read_point(steps, i) for i in layers if i not in last}
     return Structure(captured, steps, layers, inputs, last, read, weight_args)
+
+
+def _is_weight_call(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A Linear / convolution call, as a module, a function or an ATen operator."""
+    if node.op == "call_module":
+        return classify_module(_module(gm, node))[0] == "weight"
+    if node.op != "call_function":
+        return False
+    rule = aten_rule(node.target)[0] if is_aten(node.target) else FUNCTIONS.get(node.target)
+    return rule is not None and rule.kind == "weight"
+
+
+def _in_place(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.target in (operator.iadd, operator.isub):
+        return True
+    name = getattr(getattr(node.target, "overloadpacket", None), "__name__", "")
+    return name.endswith("_")
+
+
+def _used_later(value: fx.Node, node: fx.Node, order: dict[fx.Node, int]) -> bool:
+    return any(order[user] > order[node] for user in value.users if user is not node)
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module:
