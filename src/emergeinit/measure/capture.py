@@ -277,12 +277,6 @@ def untouched(model: nn.Module, inputs: ModelInputs) -> Iterator[None]:
                 buffer.copy_(copy)
 
 
-def describe_failure(kind: str, error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip()
-    first = text.splitlines()[0] if text else type(error).__name__
-    return f"{kind}: {first[:300]}"
-
-
 __all__ = [
     "Capture",
     "Captured",
