@@ -306,7 +306,7 @@ _aten(Rule("attention"), "scaled_dot_product_attention", "_scaled_dot_product_fl
 _aten(Rule("embedding"), "embedding", "embedding_bag", "_embedding_bag")
 _aten(Rule("recurrent"), "lstm", "gru", "rnn_tanh", "rnn_relu")
 
-# ATen reshapes and permutes whose meaning is fixed by the schema's names.
+# ATen shape queries (symbolic shapes): never count-carrying.
 ATEN_META = {"sym_size", "sym_numel", "sym_stride", "sym_storage_offset"}
 
 
