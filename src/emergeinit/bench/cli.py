@@ -98,12 +98,15 @@ def run_bench(
             where = getattr(exc, "path", out)
             _error(f"interrupted; finished runs are saved, rerun with --out {where} to resume")
             return 130
+    if not quiet:
+        _print_answer(study.dir)
     print(study.dir)
     return 1 if study.failed else 0
 
 
-def run_report(study_dir: Path) -> int:
-    """Regenerate ``report.md`` and the plots of an existing study directory."""
+def run_report(study_dir: Path, quiet: bool = False) -> int:
+    """Regenerate ``report.md`` and the plots of an existing study directory; print its
+    Answer (unless ``quiet``), then the report's path."""
     from .report import write_report
 
     try:
@@ -113,8 +116,23 @@ def run_report(study_dir: Path) -> int:
     except ConfigError as exc:
         _error(str(exc))
         return 2
-    print(write_report(study.dir))
+    report = write_report(study.dir)
+    if not quiet:
+        _print_answer(study.dir)
+    print(report)
     return 0
+
+
+def _print_answer(path: Path) -> None:
+    """The report's Answer on the terminal: the table (verdicts coloured) and its sentences."""
+    from rich.console import Console
+
+    from .answer import print_answer
+    from .report import study_answer
+
+    answer = study_answer(path)
+    if answer.baseline:
+        print_answer(answer.entries, answer.baseline, Console(highlight=False))
 
 
 class _Progress:
