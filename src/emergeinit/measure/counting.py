@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +58,26 @@ _MAX_TERMS = 8  # split counts with more masks than this are made dense
 _EXACT = 2**24  # float32 holds every integer below this exactly
 
 
+class Term(NamedTuple):
+    """``c * mask`` (``c`` per sample) of split counts; ``pad``: zero padding (``F.pad`` order,
+    never negative) still to apply to the mask, left for a convolution to fold in."""
+
+    c: torch.Tensor
+    mask: torch.Tensor
+    pad: tuple[int, ...] = ()
+
+    def padded(self) -> torch.Tensor:
+        return _pad_mask(self.mask, self.pad) if any(self.pad) else self.mask
+
+    def then_pad(self, pad: list[int]) -> Term:
+        if min(pad, default=0) < 0:  # a crop: apply what is pending first
+            return Term(self.c, _pad_mask(self.padded(), pad))
+        merged = [*self.pad, *[0] * (len(pad) - len(self.pad))]
+        for i, amount in enumerate(pad):
+            merged[i] += amount
+        return Term(self.c, self.mask, tuple(merged))
+
+
 @dataclass
 class Counts:
     """Path counts ``t * exp(s)`` (``s`` per sample) of one value of the network.
@@ -65,8 +85,8 @@ class Counts:
     Neuron granularity: ``t`` is the value's shape with dimension 1 summed into ``t.shape[1]``
     contiguous groups (or, for ``_ROWS``, the last dimension summed). Split (``uniform``): the
     counts are ``t + sum of c * n over terms``, with ``t`` of size 1 along the channel ``axis``
-    (the same for every channel) and each ``n`` a float32 0/1 mask of the value's shape, ``c``
-    per sample. Channel granularity: ``t`` is ``(nb, C)``; ``flat`` marks a value flattened from
+    (the same for every channel) and each ``n`` a boolean mask of the value's shape, ``c`` per
+    sample. Channel granularity: ``t`` is ``(nb, C)``; ``flat`` marks a value flattened from
     ``(B, C, positions...)``, ``axis`` where the channels are (1, or the last dimension after a
     permute to channels-last).
     """
@@ -76,7 +96,7 @@ class Counts:
     flat: bool = False
     axis: int = 1
     uniform: bool = False
-    terms: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    terms: tuple[Term, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -247,17 +267,19 @@ class Counter:
         per = shape[src.axis]
         if need not in (_FULL, _ROWS) and src.axis == 1:
             t = src.t * (per // need)  # each group holds per // need channels of the same count
-            for c, n in src.terms:
-                t = t + _per_sample(c, nd) * _coarsen(n, need)
+            for term in src.terms:
+                n = _coarsen(term.padded(), need)
+                t = t + _per_sample(term.c, nd) * _as(n, torch.float64)
             return t.expand(self.nb, need, *shape[2:]) if t.shape[1] != need else t
         if need == _ROWS and src.axis == nd - 1:
             t = src.t * per
-            for c, n in src.terms:
-                t = t + _per_sample(c, nd) * n.sum(dim=-1, keepdim=True)
+            for term in src.terms:
+                n = term.padded().sum(dim=-1, keepdim=True)
+                t = t + _per_sample(term.c, nd) * _as(n, torch.float64)
             return t
         full = src.t.expand(self.nb, *shape[1:])
-        for c, n in src.terms:
-            full = full + _per_sample(c, nd) * n
+        for term in src.terms:
+            full = full + _per_sample(term.c, nd) * _as(term.padded(), torch.float64)
         return _carry(full.contiguous(), need)
 
     # -- nodes ---------------------------------------------------------------------------------
@@ -324,12 +346,12 @@ class Counter:
         if groups == 1 and self._split(step.index):
             # Every channel of a position has the same F: keep it once, with the mask of the
             # inactive neurons as the only per-channel part (module doc, "split").
-            active = mask.sum(dim=1, keepdim=True)  # exact: at most `channels`
-            self.active_fraction[step.name] = float(active.sum(dtype=torch.float64)) / mask.numel()
+            active = mask.sum(dim=1, keepdim=True, dtype=torch.int32)
+            self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+            active = active.to(torch.float64)
             contribution = src.s + (raw * active).sum(dim=dims).log()
-            inactive = torch.rsub(mask, 1.0)
-            return Counts(raw * inv, s, uniform=True, terms=((start.reshape(-1), inactive),)), \
-                contribution  # fmt: skip
+            terms = (Term(start.reshape(-1), torch.logical_not(mask)),)
+            return Counts(raw * inv, s, uniform=True, terms=terms), contribution
 
         # Per group of the finest partition both the layer (groups) and its consumers (demand)
         # need: each part's count of active neurons is all the activity mask is needed for.
@@ -338,9 +360,10 @@ class Counter:
         parts = math.lcm(groups, demand)
         size = channels // parts
         if size == 1:
-            active = mask.to(torch.float64)
-        else:  # a float32 sum of 0 / 1 values, exact: at most `size`
-            active = mask.reshape(nb, parts, size, *spatial).sum(dim=2).to(torch.float64)
+            active = _as(mask, torch.float64)
+        else:  # an integer count first: summing booleans into float64 is several times slower
+            active = mask.reshape(nb, parts, size, *spatial).sum(dim=2, dtype=torch.int32)
+            active = active.to(torch.float64)
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
         reached = by_group * active.reshape(nb, groups, parts // groups, *spatial)
         contribution = src.s + reached.sum(dim=tuple(range(1, reached.dim()))).log()
@@ -392,13 +415,16 @@ class Counter:
         ):
             return None
         window = self._kernel_sum(step, layer, src.t, in_shape, out_shape) * per_in
-        sums = [(c, self._ones_conv(step, layer, _coarsen(n, groups))) for c, n in src.terms]
+        # Padding commutes with summing channels: the mask's pending padding joins the layer's.
+        sums = [(term.c, self._ones_conv(step, layer, _coarsen(term.mask, groups), term.pad))
+                for term in src.terms]  # fmt: skip
+        bound = per_in * taps  # the largest value a window sum of a mask can take
         dims = tuple(range(1, nd + 2))
         if last:
             self.active_fraction[step.name] = 1.0
             total = window.sum(dim=dims) * groups
             for c, w in sums:
-                total = total + c * w.sum(dim=dims, dtype=torch.float64)
+                total = total + c * _exact_sum(w, bound)
             return None, src.s + (total * per_out).log()
         # An upper bound of the largest F (exact maximum not needed: any positive scale is).
         peak = window.amax(dim=dims)
@@ -407,32 +433,44 @@ class Counter:
         peak = torch.where(peak > 0, peak, torch.ones_like(peak))
         s = src.s + peak.log()
         mask = self._mask(step)
-        active_g = _coarsen(mask, groups)  # active outputs per group (exact, at most per_out)
-        active = active_g.sum(dim=1, keepdim=True) if groups > 1 else active_g
-        self.active_fraction[step.name] = float(active.sum(dtype=torch.float64)) / mask.numel()
-        reached = (window * active).sum(dim=dims)
-        for c, w in sums:  # integer products and sums: exact
-            reached = reached + c * (active_g * w).sum(dim=dims, dtype=torch.float64)
-        contribution = src.s + reached.log()
+        active_g = _coarsen(mask, groups)  # active outputs per group (at most per_out)
+        active = active_g.sum(dim=1, keepdim=True, dtype=torch.int32)
+        self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+        active = active.to(torch.float64)
         # Leaving: per consumer group d, Q * (sum of F_g over the groups in d) * exp(-s) plus
         # exp(-s) per inactive output.
         summed = window * (groups // need)
         for c, w in sums:
-            summed = summed + _per_sample(c, nd + 2) * _coarsen(w, need)
+            summed = summed + _per_sample(c, nd + 2) * _coarsen(w, need).to(torch.float64)
+        reached = (window * active).sum(dim=dims)
+        if sums:
+            active_f = _as(active_g, torch.float32)
+        for c, w in sums:  # integer products and sums: exact
+            reached = reached + c * _exact_sum(w.mul_(active_f), bound * per_out)
+        contribution = src.s + reached.log()
         inv = _per_sample(per_out / peak, nd + 2)
         start = _per_sample(torch.exp(-s), nd + 2)
-        inactive = torch.rsub(_coarsen(active_g, need), out_shape[1] // need)
+        active_d = active if need == 1 else _coarsen(active_g, need)
+        inactive = torch.rsub(_as(active_d, torch.float64), out_shape[1] // need)
         return Counts(torch.addcmul(summed * inv, inactive, start), s), contribution
 
-    def _ones_conv(self, step: Step, layer: Layer, n: torch.Tensor) -> torch.Tensor:
-        """Per channel of ``n`` (a float32 tensor of small integers), the sum over the layer's
-        window: a float32 convolution with an all-ones kernel, rounded (exact)."""
+    def _ones_conv(
+        self, step: Step, layer: Layer, n: torch.Tensor, pending: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Per channel of ``n`` (a mask, or small integer counts) zero-padded by ``pending``
+        (``F.pad`` order), the sum over the layer's window: a float32 convolution with an
+        all-ones kernel, rounded (exact)."""
         nd = len(layer.kernel)
         pairs = _pad_pairs(layer)
+        for i in range(len(pending) // 2):  # F.pad lists the last dimension first
+            left, right = pairs[nd - 1 - i]
+            pairs[nd - 1 - i] = (left + pending[2 * i], right + pending[2 * i + 1])
         padding: list[int] | int = [left for left, _ in pairs]
         if any(left != right for left, right in pairs):
-            n = F.pad(n, [p for pair in reversed(pairs) for p in pair])
+            n = _float_padded(n, [p for pair in reversed(pairs) for p in pair])
             padding = 0
+        else:
+            n = _as(n, torch.float32)
         weight = torch.ones(n.shape[1], 1, *layer.kernel, dtype=n.dtype, device=n.device)
         conv: Any = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
         out = conv(n, weight, None, layer.stride, padding, layer.dilation, n.shape[1])
@@ -483,8 +521,9 @@ class Counter:
         peak = torch.where(peak > 0, peak, torch.ones_like(peak))
         s = src.s + peak.log()
         mask = self._mask(step).reshape(-1, *out_shape[1:])
-        per_row = mask.sum(dim=-1, keepdim=True)  # exact: at most `width`
-        self.active_fraction[step.name] = float(per_row.sum(dtype=torch.float64)) / mask.numel()
+        per_row = mask.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        self.active_fraction[step.name] = float(per_row.sum()) / mask.numel()
+        per_row = per_row.to(torch.float64)
         contribution = src.s + (raw * per_row).sum(dim=dims).log()
         start = _per_sample(torch.exp(-s), raw.dim())
         scaled = raw * _per_sample(1.0 / peak, raw.dim())
@@ -495,11 +534,10 @@ class Counter:
                 return Counts(torch.addcmul(scaled * width, inactive, start), s), contribution
             return Counts(torch.addcmul(inactive * start, scaled, per_row), s), contribution
         if self._split(step.index):
-            inactive = torch.rsub(mask, 1.0)
             split = Counts(scaled, s, axis=len(out_shape) - 1, uniform=True,
-                           terms=((start.reshape(-1), inactive),))  # fmt: skip
+                           terms=(Term(start.reshape(-1), torch.logical_not(mask)),))  # fmt: skip
             return split, contribution
-        active = mask.to(torch.float64)
+        active = _as(mask, torch.float64)
         base = torch.addcmul(start, active, start, value=-1)  # the inactive outputs' own path
         q = base.add_(scaled) if self.cross else base.addcmul_(active, scaled)
         return Counts(_carry(q, need), s), contribution
@@ -530,8 +568,7 @@ class Counter:
         fg = fg.unsqueeze(2)
         contribution = s + (fg * mask.sum(dim=2, keepdim=True)).sum(dim=(1, 2)).log()
         start = _per_sample(torch.exp(-s), 3)
-        on = mask.bool()
-        q = torch.where(on, fg, fg + start) if self.cross else torch.where(on, fg, start)
+        q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
         return Counts(q.reshape(self.nb, channels), s, axis=axis), contribution
 
     def _mask(self, step: Step) -> torch.Tensor:
@@ -659,13 +696,13 @@ class Counter:
             t = F.pad(src.t, pad, value=0.0)
             if tuple(t.shape[2:]) != tuple(out_shape[2:]):
                 raise self._error(step, "its output size could not be reproduced")
-            terms = tuple((c, F.pad(n, pad, value=0.0)) for c, n in src.terms)
+            terms = tuple(term.then_pad(pad) for term in src.terms)
             return Counts(t, src.s, uniform=True, terms=terms)
         if kind == "permute":
             perm = self._perm(step, len(in_shape))
             if perm[0] != 0:
                 return None
-            terms = tuple((c, n.permute(perm)) for c, n in src.terms)
+            terms = tuple(Term(term.c, term.padded().permute(perm)) for term in src.terms)
             return Counts(src.t.permute(perm), src.s, axis=perm.index(src.axis), uniform=True,
                           terms=terms)  # fmt: skip
         if (
@@ -678,12 +715,12 @@ class Counter:
             for x in sources[1:]:
                 s = torch.maximum(s, x.s)
             total: torch.Tensor | None = None
-            merged: list[tuple[torch.Tensor, torch.Tensor]] = []
+            merged: list[Term] = []
             for x in sources:
                 scale = torch.exp(x.s - s)  # onto the largest scale
                 part = x.t * _per_sample(scale, x.t.dim())
                 total = part if total is None else total + part
-                merged += [(c * scale, n) for c, n in x.terms]
+                merged += [term._replace(c=term.c * scale) for term in x.terms]
             assert total is not None
             return Counts(total, s, axis=src.axis, uniform=True, terms=tuple(merged))
         return None
@@ -987,6 +1024,39 @@ def _carry(t: torch.Tensor, need: int) -> torch.Tensor:
     if need == _ROWS:
         return t if t.shape[-1] == 1 else t.sum(dim=-1, keepdim=True)
     return _coarsen(t, need)
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; booleans through uint8 (several times faster on CPU)."""
+    return (t.view(torch.uint8) if t.dtype == torch.bool else t).to(dtype)
+
+
+def _pad_mask(mask: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """``F.pad`` with zeros (negative: crop); booleans through uint8 (faster copies)."""
+    if mask.dtype == torch.bool:
+        return F.pad(mask.view(torch.uint8), list(pad)).view(torch.bool)
+    return F.pad(mask, list(pad))
+
+
+def _float_padded(n: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """``n`` as float32, zero-padded by ``pad`` (``F.pad`` order, not negative), in one tensor."""
+    shape = list(n.shape)
+    index: list[Any] = [slice(None)] * n.dim()
+    for i in range(len(pad) // 2):
+        dim = n.dim() - 1 - i
+        shape[dim] += pad[2 * i] + pad[2 * i + 1]
+        index[dim] = slice(pad[2 * i], pad[2 * i] + n.shape[dim])
+    out = torch.zeros(shape, dtype=torch.float32, device=n.device)
+    out[tuple(index)] = n.view(torch.uint8) if n.dtype == torch.bool else n
+    return out
+
+
+def _exact_sum(t: torch.Tensor, bound: int) -> torch.Tensor:
+    """Per sample, the exact float64 sum of a float32 tensor of integers in ``[0, bound]``:
+    in float32 over positions where every partial sum stays below 2**24, else in float64."""
+    if t.dim() > 2 and bound * math.prod(t.shape[2:]) < _EXACT:
+        return t.sum(dim=tuple(range(2, t.dim()))).to(torch.float64).sum(dim=1)
+    return t.sum(dim=tuple(range(1, t.dim())), dtype=torch.float64)
 
 
 def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:

@@ -80,7 +80,7 @@ class Probe:
     """What one run of the probe module returns."""
 
     shapes: list[tuple[int, ...] | None]
-    masks: list[torch.Tensor | None]  # per non-last layer: 1.0 where active (float32)
+    masks: list[torch.Tensor | None]  # per non-last layer
     row_sums: list[torch.Tensor | None]  # per read and last layer: sums (or flags) per sample
     dynamic: dict[int, dict[str, Any]]
     weight_shapes: dict[int, tuple[int, ...]]
@@ -228,8 +228,8 @@ def _activity(
     channel: int | bool,
     exact: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``value > tau`` (1.0 / 0.0, float32) laid out like the layer's output (per channel: its
-    spatial mean), and the per-sample sums of the finiteness check.
+    """``value > tau`` laid out like the layer's output (per channel: its spatial mean), and
+    the per-sample sums of the finiteness check.
 
     ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
     """
@@ -256,10 +256,7 @@ def _activity(
         v = v.mean(dim=tuple(d for d in range(1, v.dim()) if d != axis))
     if not per_sample:
         v = v.mean(dim=0, keepdim=True)
-    # 1.0 where active, as float32: a comparison writes float32 several times faster than bool
-    # on CPU, and the counter sums and convolves the mask as numbers (small integers, exact).
-    mask = torch.empty(v.shape, dtype=torch.float32, device=v.device)
-    return torch.gt(v, tau, out=mask), sums
+    return v > tau, sums
 
 
 _MAX_PROBES = 8
