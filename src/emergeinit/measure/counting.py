@@ -346,7 +346,7 @@ class Counter:
         if groups == 1 and self._split(step.index):
             # Every channel of a position has the same F: keep it once, with the mask of the
             # inactive neurons as the only per-channel part (module doc, "split").
-            active = mask.sum(dim=1, keepdim=True, dtype=torch.int32)
+            active = _count(mask, 1)
             self.active_fraction[step.name] = float(active.sum()) / mask.numel()
             active = active.to(torch.float64)
             contribution = src.s + (raw * active).sum(dim=dims).log()
@@ -359,11 +359,7 @@ class Counter:
         demand = channels if need in (_FULL, _ROWS) else need
         parts = math.lcm(groups, demand)
         size = channels // parts
-        if size == 1:
-            active = _as(mask, torch.float64)
-        else:  # an integer count first: summing booleans into float64 is several times slower
-            active = mask.reshape(nb, parts, size, *spatial).sum(dim=2, dtype=torch.int32)
-            active = active.to(torch.float64)
+        active = _as(_coarsen(mask, parts), torch.float64)  # active neurons per part
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
         reached = by_group * active.reshape(nb, groups, parts // groups, *spatial)
         contribution = src.s + reached.sum(dim=tuple(range(1, reached.dim()))).log()
@@ -434,7 +430,7 @@ class Counter:
         s = src.s + peak.log()
         mask = self._mask(step)
         active_g = _coarsen(mask, groups)  # active outputs per group (at most per_out)
-        active = active_g.sum(dim=1, keepdim=True, dtype=torch.int32)
+        active = _count(active_g, 1) if per_out == 1 else active_g.sum(dim=1, keepdim=True)
         self.active_fraction[step.name] = float(active.sum()) / mask.numel()
         active = active.to(torch.float64)
         # Leaving: per consumer group d, Q * (sum of F_g over the groups in d) * exp(-s) plus
@@ -521,7 +517,7 @@ class Counter:
         peak = torch.where(peak > 0, peak, torch.ones_like(peak))
         s = src.s + peak.log()
         mask = self._mask(step).reshape(-1, *out_shape[1:])
-        per_row = mask.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        per_row = _count(mask, -1)
         self.active_fraction[step.name] = float(per_row.sum()) / mask.numel()
         per_row = per_row.to(torch.float64)
         contribution = src.s + (raw * per_row).sum(dim=dims).log()
@@ -1060,10 +1056,23 @@ def _exact_sum(t: torch.Tensor, bound: int) -> torch.Tensor:
 
 
 def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
-    """Sum dimension 1 into ``groups`` contiguous groups (``_FULL`` or equal: unchanged)."""
+    """Sum dimension 1 into ``groups`` contiguous groups (``_FULL`` or equal: unchanged); a
+    mask becomes counts (int32)."""
     if t.dim() < 2 or groups == _FULL or t.shape[1] == groups:
         return t
-    return t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:]).sum(dim=2)
+    split = t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:])
+    return _count(split, 2).squeeze(2) if t.dtype == torch.bool else split.sum(dim=2)
+
+
+def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """The number of true values of a mask along ``dim`` (kept, of size 1), as int32: summed
+    in uint8 over slices of at most 255 (exact). A sum that casts the booleans first costs a
+    full-size copy, an order of magnitude more on CPU."""
+    parts = mask.view(torch.uint8).split(255, dim)
+    total = parts[0].sum(dim=dim, keepdim=True, dtype=torch.uint8).to(torch.int32)
+    for part in parts[1:]:
+        total += part.sum(dim=dim, keepdim=True, dtype=torch.uint8)
+    return total
 
 
 def _coarse_groups(raw: torch.Tensor, groups: int, parts: int, demand: int) -> torch.Tensor:
