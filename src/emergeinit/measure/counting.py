@@ -642,8 +642,9 @@ class Counter:
             if out_shape[0] != in_shape[0] or math.prod(out_shape) != math.prod(in_shape):
                 raise self._error(step, "it changes the batch or the number of elements")
             t = src.t
-            if self._need(step.sources[0]) == _ROWS:  # rows move whole: their sums go along
-                return Counts(t.reshape(self.nb, *out_shape[1:-1], 1), src.s)
+            rows = own == _ROWS and len(out_shape) > 2 and out_shape[-1] == in_shape[-1]
+            if rows and self._need(step.sources[0]) != _FULL:
+                return Counts(t.reshape(self.nb, *out_shape[1:-1], 1), src.s)  # rows move whole
             if own != _ROWS and len(out_shape) >= 2 and len(in_shape) >= 2 \
                     and out_shape[1] == in_shape[1]:  # fmt: skip
                 groups = out_shape[1] if own == _FULL else own
