@@ -140,7 +140,21 @@ class Counter:
         self.node_counts: dict[str, int] = {}
         self.needed = [s for s in structure.steps if s.kind == "weight" or s.feeds_weight]
         self.layer_of = {i: self._layer(structure.steps[i]) for i in structure.layers}
-        self.demand = {} if channel else self._demands()
+        # The demands depend only on the shapes, the layers and the arguments seen by the
+        # probe: kept with the structure (a training loop measures the same shapes again).
+        key = ("counter", tuple(self.shapes), channel, repr(probe.dynamic),
+               tuple(self.layer_of.items()))  # fmt: skip
+        cached = structure.memo.get(key)
+        if cached is None:
+            demand = {} if channel else self._demands()
+            moved = {step.index for step in self.needed if self._moves_batch(step)}
+            cached = (demand, moved)
+            stale = [k for k in structure.memo if isinstance(k, tuple) and k[0] == "counter"]
+            for old in stale[: max(0, len(stale) - 3)]:
+                del structure.memo[old]
+            structure.memo[key] = cached
+        self.demand: dict[int, int] = cached[0]
+        self.moves_batch: set[int] = cached[1]
 
     def run(self) -> torch.Tensor:
         uses = {s.index: 0 for s in self.needed}
@@ -150,7 +164,8 @@ class Counter:
         values: dict[int, Counts] = {}
         log_e = torch.full((self.nb,), -math.inf, dtype=torch.float64, device=self.device)
         for step in self.needed:
-            self._check_batch(step)
+            if step.index in self.moves_batch:
+                raise self._error(step, "it changes the batch dimension")
             sources = [values[i] for i in step.sources]
             contribution = None
             if step.kind == "input":
@@ -918,10 +933,9 @@ class Counter:
             raise self._error(step, "a reduction over non-constant dimensions")
         return sorted({_normal_dim(d, ndim) for d in dims})
 
-    def _check_batch(self, step: Step) -> None:
+    def _moves_batch(self, step: Step) -> bool:
         shapes = [self.shapes[step.index]] + [self.shapes[i] for i in step.sources]
-        if any(not shape or shape[0] != self.batch for shape in shapes):
-            raise self._error(step, "it changes the batch dimension")
+        return any(not shape or shape[0] != self.batch for shape in shapes)
 
     def _zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float64, device=self.device)
