@@ -27,10 +27,11 @@ Where every channel is needed (a depthwise convolution), the counts of a dense l
 kept *split* (form ``cross``): ``q_c(u) = U(u) + start * [u_c inactive]``, the same count ``U``
 for every channel of a position plus an integer mask. Identities, spatial padding, permutes and
 residual additions keep the split (an addition keeps the masks of both operands as separate
-terms); a convolution then sums ``U`` over its windows once per position and each mask with an
-all-ones float32 convolution. Those are exact: the masks hold 0 / 1, window sums of them are
-small integers (float32 holds integers below 2**24 exactly; the result is rounded, which makes
-any convolution algorithm exact), and the float64 parts only ever add positive numbers.
+terms; padding stays pending, an offset of the windows); a convolution then sums ``U`` over its
+windows once per position and each mask over its windows in float32. Those are exact: the masks
+hold 0 / 1, their window sums and the products with counts of active neurons are integers below
+2**24, which float32 holds exactly, summed per sample in float64; and the float64 parts only ever
+add positive numbers.
 
 Counts are float64, rescaled after every layer by (an upper bound of) their per-sample maximum
 with the scale kept as a log, so depth and width never overflow.
@@ -405,8 +406,8 @@ class Counter:
         groups: ``F_g = P * W(U) + sum over terms of c * W(n_g)`` with ``W`` the window sum,
         ``P`` input channels per group and ``n_g`` a mask summed over group ``g``.
 
-        The float64 part is one channel; each mask goes through one float32 convolution. None
-        where this does not apply (the caller makes the counts dense)."""
+        The float64 part is one channel; each mask is window-summed once, in float32 (exact).
+        None where this does not apply (the caller makes the counts dense)."""
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
         nd = len(layer.kernel)
@@ -421,13 +422,12 @@ class Counter:
             or groups % need
             or len(in_shape) != nd + 2
             or len(out_shape) != nd + 2
-            or per_in > 1024  # a mask sum the convolution holds exactly, even in TF32
             or per_in * per_out * taps >= _EXACT
         ):
             return None
         window = self._kernel_sum(step, layer, src.t, in_shape, out_shape) * per_in
         # Padding commutes with summing channels: the mask's pending padding joins the layer's.
-        sums = [(term.c, self._ones_conv(step, layer, _coarsen(term.mask, groups), term.pad))
+        sums = [(term.c, self._mask_window(step, layer, _coarsen(term.mask, groups), term.pad))
                 for term in src.terms]  # fmt: skip
         bound = per_in * taps  # the largest value a window sum of a mask can take
         dims = tuple(range(1, nd + 2))
@@ -465,29 +465,21 @@ class Counter:
         inactive = torch.rsub(_as(active_d, torch.float64), out_shape[1] // need)
         return Counts(torch.addcmul(summed * inv, inactive, start), s), contribution
 
-    def _ones_conv(
+    def _mask_window(
         self, step: Step, layer: Layer, n: torch.Tensor, pending: tuple[int, ...]
     ) -> torch.Tensor:
         """Per channel of ``n`` (a mask, or small integer counts) zero-padded by ``pending``
-        (``F.pad`` order), the sum over the layer's window: a float32 convolution with an
-        all-ones kernel, rounded (exact)."""
+        (``F.pad`` order), the sum over the layer's window: float32 additions of integers below
+        2**24, exact. Padding is only an offset here (positions outside add nothing); a float32
+        convolution would round nothing either, but oneDNN's depthwise kernel copies its input
+        into a blocked layout first, several times slower than these additions on CPU."""
         nd = len(layer.kernel)
-        pairs = _pad_pairs(layer)
+        left = [pair[0] for pair in _pad_pairs(layer)]
         for i in range(len(pending) // 2):  # F.pad lists the last dimension first
-            left, right = pairs[nd - 1 - i]
-            pairs[nd - 1 - i] = (left + pending[2 * i], right + pending[2 * i + 1])
-        padding: list[int] | int = [left for left, _ in pairs]
-        if any(left != right for left, right in pairs):
-            n = _float_padded(n, [p for pair in reversed(pairs) for p in pair])
-            padding = 0
-        else:
-            n = _as(n, torch.float32)
-        weight = torch.ones(n.shape[1], 1, *layer.kernel, dtype=n.dtype, device=n.device)
-        conv: Any = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
-        out = conv(n, weight, None, layer.stride, padding, layer.dilation, n.shape[1])
-        if tuple(out.shape[2:]) != tuple(self.shapes[step.index][2:]):
-            raise self._error(step, "its output size could not be reproduced")
-        return out.round_()
+            left[nd - 1 - i] += pending[2 * i]
+        out_size = self.shapes[step.index][2:]
+        return _window_sum(_as(n, torch.float32), layer.kernel, layer.stride, left,
+                           layer.dilation, out_size)  # fmt: skip
 
     def _kernel_sum(
         self, step: Step, layer: Layer, summed: torch.Tensor, in_shape: tuple[int, ...],
@@ -1047,19 +1039,6 @@ def _pad_mask(mask: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
     if mask.dtype == torch.bool:
         return F.pad(mask.view(torch.uint8), list(pad)).view(torch.bool)
     return F.pad(mask, list(pad))
-
-
-def _float_padded(n: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
-    """``n`` as float32, zero-padded by ``pad`` (``F.pad`` order, not negative), in one tensor."""
-    shape = list(n.shape)
-    index: list[Any] = [slice(None)] * n.dim()
-    for i in range(len(pad) // 2):
-        dim = n.dim() - 1 - i
-        shape[dim] += pad[2 * i] + pad[2 * i + 1]
-        index[dim] = slice(pad[2 * i], pad[2 * i] + n.shape[dim])
-    out = torch.zeros(shape, dtype=torch.float32, device=n.device)
-    out[tuple(index)] = n.view(torch.uint8) if n.dtype == torch.bool else n
-    return out
 
 
 def _exact_sum(t: torch.Tensor, bound: int) -> torch.Tensor:
