@@ -197,15 +197,17 @@ class LogObserver:
 
 
 def run_text(run: dict[str, Any]) -> str:
-    """One line naming a run: model, init (with its options), lr and seed."""
+    """One line naming a run: model, init (with its options), optimizer, lr and seed."""
     init = run["init"]
     shown = label(
         {
             "init": plugin_label("init", init["name"]),
-            **{k: init.get(k) for k in ("base", "alpha", "pivot", "head")},
+            **{k: init.get(k) for k in ("base", "alpha", "pivot", "head", "order", "units")},
         }
     )
-    return f"{run['model']} {shown} lr={run['train']['lr']:g} seed={run['seed']}"
+    train = run["train"]
+    optimizer = plugin_label("optimizer", train["optimizer"])
+    return f"{run['model']} {shown} {optimizer} lr={train['lr']:g} seed={run['seed']}"
 
 
 def device_override(device: str | None) -> list[str]:

@@ -66,10 +66,11 @@ def preflight(
     for name in cfg["init"]["names"]:
         if name not in BUILTIN_INITS:
             resolve_init(name)
-    train = {**cfg["train"], "lr": cfg["train"]["lr"][0]}
-    optim.check_optimizer(train)
-    if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
-        optim.family(train)  # a plug-in optimizer must say how it scales updates
+    for optimizer, lrs in cfgmod.learning_rates(cfg).items():
+        train = {**_train_table(cfg, optimizer), "lr": lrs[0]}
+        optim.check_optimizer(train)
+        if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
+            optim.family(train)  # a plug-in optimizer must say how it scales updates
     return task.preflight(cfg, data_dir)
 
 
@@ -85,11 +86,17 @@ def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
     init = cfg["init"]
     if name in EMERGENCE_INITS:
         return [
-            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"]}
-            for a, p, h, b in itertools.product(
-                init["alpha"], init["pivot"], init["head"], init["base"]
+            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"],
+             "order": o, "units": u}
+            for a, p, h, b, o, u in itertools.product(
+                init["alpha"], init["pivot"], init["head"], init["base"], init["order"],
+                init["units"],
             )
-        ]
+            if not cfgmod.excluded(
+                {"alpha": a, "pivot": p, "head": h, "base": b, "order": o, "units": u},
+                init["exclude"],
+            )
+        ]  # fmt: skip
     if name == "lsuv":
         return [{"name": name, "lsuv": dict(init["lsuv"])}]
     if name == "gradinit":
@@ -97,38 +104,65 @@ def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [{"name": name}]
 
 
+def _train_table(cfg: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """A run's ``train`` table for one optimizer, without its lr: the keys that optimizer
+    reads (``momentum`` and ``nesterov`` only for SGD and plug-ins), ``weight_decay`` its own."""
+    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
+    train["optimizer"] = optimizer
+    train["weight_decay"] = cfgmod.for_optimizer(cfg["train"], "weight_decay", optimizer)
+    if optimizer in ("adam", "adamw"):
+        for key in optim.SGD_ONLY:
+            train.pop(key)
+    return train
+
+
+def _run_init(init: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """The init table as a run holds it. ``emergence-lr`` under a built-in optimizer with
+    weight decay gives each group the decay that keeps it equal to the weight form
+    (docs/method.md, "The learning-rate form"); such runs say so (``decay = "per-unit"``),
+    which also keeps their ids apart from runs of earlier versions, whose groups took the
+    optimizer-wide decay."""
+    if (
+        init["name"] == "emergence-lr"
+        and train["optimizer"] in optim.BUILTIN
+        and train["weight_decay"] > 0
+    ):
+        return {**init, "decay": "per-unit"}
+    return init
+
+
 def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of the study, as self-contained run configs, in a stable order.
 
-    Emergence-only axes (alpha, pivot, head, base) multiply only the emergence inits; each
-    other init runs once per (dataset, model, lr, seed).
+    Emergence-only axes (alpha, pivot, head, base, order, units) multiply only the emergence
+    inits; each other init runs once per (dataset, model, optimizer, lr, seed). Each optimizer
+    runs with its own learning rates (``train.lr`` as a table keyed by optimizer).
     """
     task = tasks.get(cfg["study"]["task"])
-    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
-    if train["optimizer"] in ("adam", "adamw"):
-        for key in optim.SGD_ONLY:
-            train.pop(key)
+    schedule = cfgmod.learning_rates(cfg)
     runs = []
     for dataset in cfg["data"]["dataset"]:
         data_table = task.data_table(cfg, dataset)
         for template in cfg["model"]["spec"]:
             spec = task.model_spec(cfg, dataset, template)
-            for lr in cfg["train"]["lr"]:
-                for init_name in cfg["init"]["names"]:
-                    for init in _init_tables(cfg, init_name):
-                        for seed in cfg["train"]["seeds"]:
-                            run = {
-                                "task": cfg["study"]["task"],
-                                "data": data_table,
-                                "model": spec,
-                                "init": init,
-                                "train": {**train, "lr": lr},
-                                "measure": dict(cfg["measure"]),
-                                "seed": seed,
-                                **task.run_tables(cfg),
-                            }
-                            run["run_id"] = run_id(run)
-                            runs.append(run)
+            for optimizer, lrs in schedule.items():
+                train = _train_table(cfg, optimizer)
+                for lr in lrs:
+                    for init_name in cfg["init"]["names"]:
+                        for init in _init_tables(cfg, init_name):
+                            for seed in cfg["train"]["seeds"]:
+                                run = {
+                                    "task": cfg["study"]["task"],
+                                    "data": data_table,
+                                    "model": spec,
+                                    "init": _run_init(init, train),
+                                    "train": {**train, "lr": lr},
+                                    "measure": dict(cfg["measure"]),
+                                    "seed": seed,
+                                    **task.run_tables(cfg),
+                                }
+                                run["run_id"] = run_id(run)
+                                runs.append(run)
     return runs
 
 
@@ -181,23 +215,33 @@ def _probe(run: dict[str, Any], data_dir: Path | None) -> None:
 
 
 # ``train`` keys left out of the run id: how a run executes, never what it computes (so that
-# checkpointing more or less often never makes a run a different one), and options added after
-# studies were first recorded, while at their default (so adding an option never changes the
-# ids, and with them the resumability, of existing studies).
+# checkpointing more or less often never makes a run a different one).
 EXECUTION_ONLY = ("checkpoint_every",)
-ADDED_DEFAULTS = {"autocast": "none"}
+# Keys of a run's tables added after studies were first recorded, left out of the run id while
+# at their default (so adding an option never changes the ids, and with them the
+# resumability, of existing studies).
+ADDED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {"autocast": "none"},
+    "init": {"order": "call", "units": "auto"},
+}
+
+
+def _hashed(
+    table: dict[str, Any], added: dict[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    return {
+        k: v for k, v in table.items() if k not in skip and (k not in added or added[k] != v)
+    }
 
 
 def run_id(run: dict[str, Any]) -> str:
     """A stable 12-hex-digit hash of a run's resolved config (``run_id`` itself, execution-only
     keys and later-added keys at their defaults excluded)."""
     body = {k: v for k, v in run.items() if k != "run_id"}
-    if isinstance(body.get("train"), dict):
-        body["train"] = {
-            k: v
-            for k, v in body["train"].items()
-            if k not in EXECUTION_ONLY and (k not in ADDED_DEFAULTS or ADDED_DEFAULTS[k] != v)
-        }
+    for name, added in ADDED_DEFAULTS.items():
+        if isinstance(body.get(name), dict):
+            skip = EXECUTION_ONLY if name == "train" else ()
+            body[name] = _hashed(body[name], added, skip)
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -209,7 +253,7 @@ def columns(cfg: dict[str, Any]) -> list[str]:
     own = list(tasks.get(cfg["study"]["task"]).columns)
     return [
         "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot",
-        "head", "optimizer", "lr", "seed", "epochs",
+        "head", "order", "units", "optimizer", "lr", "seed", "epochs",
         "val_acc_epoch1", "test_acc_epoch1", "val_acc_final", "test_acc_final", "test_loss",
         "train_loss_final", "steps", *targets, "log10_e_init", "log10_e_final",
         "init_seconds", "train_seconds", "wall_seconds", *RESERVED, *own, "error",
@@ -239,7 +283,7 @@ def plugin_info(cfg: dict[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
     named = {
         "init": cfg["init"]["names"],
         "dataset": cfg["data"]["dataset"],
-        "optimizer": [cfg["train"]["optimizer"]],
+        "optimizer": cfgmod.optimizers(cfg),
     }
     out: dict[str, dict[str, dict[str, str]]] = {}
     for kind, names in named.items():
@@ -265,6 +309,10 @@ def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         "alpha": init.get("alpha", ""),
         "pivot": init.get("pivot", ""),
         "head": init.get("head", ""),
+        # Empty at the default, as in runs recorded before these options existed, so a
+        # resumed study's old and new rows name the same configuration alike.
+        "order": _non_default(init, "order"),
+        "units": _non_default(init, "units"),
         "optimizer": plugin_label("optimizer", run["train"]["optimizer"]),
         "lr": run["train"]["lr"],
         "seed": run["seed"],
@@ -272,6 +320,11 @@ def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     }
     row.update(summary)
     return row
+
+
+def _non_default(init: dict[str, Any], key: str) -> str:
+    value = init.get(key)
+    return "" if value is None or value == ADDED_DEFAULTS["init"][key] else str(value)
 
 
 def _cell(value: Any) -> str:
@@ -462,6 +515,8 @@ _TEXT_COLUMNS = (
     "model",
     "init",
     "base",
+    "order",
+    "units",
     "optimizer",
     "error",
 )
