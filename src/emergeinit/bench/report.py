@@ -9,7 +9,6 @@ then the plots. The report calls :mod:`.plots`; the plots never call the report.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from .markdown import num as _num
 from .markdown import pvalue as _p
 from .markdown import summary as _summary
 from .markdown import table as _table
-from .study import FINISHED, StudyDir, atomic_write, typed_rows
+from .store import FINISHED, Results
+from .study import StudyDir, atomic_write
 
 Row = dict[str, Any]
 
@@ -119,17 +119,39 @@ def _paired_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list
     )
 
 
-def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
+def _problems_section(results: Results) -> list[str]:
+    """What the load of results.csv left out: damaged lines and repeated run ids, named."""
+    problems = results.problems()
+    if not problems:
+        return []
+    lines = [f"- {p}" for p in problems[:20]]
+    if len(problems) > 20:
+        lines.append(f"- and {len(problems) - 20} more")
+    return [
+        f"> **results.csv: {len(problems)} line(s) not counted** (a damaged line is left out; "
+        "of a repeated run id only the last row counts; the next `emergeinit bench` on this "
+        "directory moves them to results.setaside.csv):",
+        "",
+        *lines,
+        "",
+    ]
+
+
+def sections(
+    study: StudyDir, plots: list[str], results: Results | None = None
+) -> list[list[str]]:
     """The report's sections, in order, each a list of markdown lines: the one place where
-    the report is assembled (a new section goes here)."""
+    the report is assembled (a new section goes here). ``results``: results.csv as loaded
+    (default: :meth:`.study.StudyDir.results`)."""
     cfg = study.load_config()
     task = tasks.get(cfg["study"]["task"])
-    env_path = study.path / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    env = study.environment()
     plugin_info = env.get("plugins", {})
-    all_rows = typed_rows(study.results_path)
+    if results is None:
+        results = study.results(cfg)
+    all_rows = results.rows
     rows = [r for r in all_rows if r["status"] in FINISHED]
-    out = [_header(cfg, env, all_rows, rows)]
+    out = [_header(cfg, env, all_rows, rows), _problems_section(results)]
     if not rows:
         return [*out, ["No finished runs yet."]]
     out += [_inits_section(cfg, plugin_info.get("init", {})), _config_table(cfg, all_rows)]
@@ -148,9 +170,9 @@ def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
     return out
 
 
-def build_report(study: StudyDir, plots: list[str]) -> str:
+def build_report(study: StudyDir, plots: list[str], results: Results | None = None) -> str:
     """``report.md`` of the study: its sections joined."""
-    lines = [line for section in sections(study, plots) for line in section]
+    lines = [line for section in sections(study, plots, results) for line in section]
     return "\n".join(lines) + "\n"
 
 
@@ -344,12 +366,18 @@ def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> 
     ]  # fmt: skip
 
 
-def write_report(path: Path) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report."""
+def write_report(path: Path, *, live: bool | None = None) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report.
+
+    results.csv is loaded once, validated (:meth:`.study.StudyDir.results`; ``live`` as
+    there): damaged lines and repeated run ids are named in the report and in a
+    ``ResultsWarning``, never counted. Plots the results no longer support are removed.
+    """
     from .plots import make_plots
 
     study = StudyDir(path)
-    plots = make_plots(study)
+    results = study.results(study.load_config(), live=live)
+    plots = make_plots(study, results.rows)
     report = path / "report.md"
-    atomic_write(report, build_report(study, plots))
+    atomic_write(report, build_report(study, plots, results))
     return report
