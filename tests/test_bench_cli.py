@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REQUIRED = [
     "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot", "head",
@@ -19,8 +18,10 @@ REQUIRED = [
 ]  # fmt: skip
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "120"}
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120", **(env or {})}
     env.pop("EMERGEINIT_DATA_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "emergeinit", *args],
@@ -72,12 +73,16 @@ def test_resume_skips_finished_runs_and_reruns_the_missing_one(smoke: Path) -> N
         writer = csv.DictWriter(fh, fieldnames=list(table[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows([r for r in table if r["run_id"] != dropped])
+    written = (smoke / "results.csv").read_bytes()
     result = cli("bench", "smoke", "--out", str(smoke), "--workers", "2", cwd=smoke.parent)
     assert result.returncode == 0, result.stderr
     assert "1 to run" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == str(smoke)
+    # The run's row was appended: every byte before it is as it was.
+    assert (smoke / "results.csv").read_bytes().startswith(written)
     again = rows(smoke)
-    assert [r["run_id"] for r in again] == [r["run_id"] for r in table]
+    assert [r["run_id"] for r in again][-1] == dropped
+    assert sorted(r["run_id"] for r in again) == sorted(r["run_id"] for r in table)
     assert kept.stat().st_mtime_ns == before  # finished runs were not touched
     # A run repeats bit for bit with the same torch threads per worker (here 2 x 1).
     old = {r["run_id"]: r for r in table}[dropped]
@@ -107,12 +112,12 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not a study directory" in result.stderr
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_crashed_run_gives_a_failed_row_and_nonzero_exit(tmp_path: Path) -> None:
-    result = cli("bench", "smoke", "--set", "train.device=\"cuda\"", "--set", "train.seeds=[0]",
-                 "--set", "init.names=[\"kaiming\"]", "--out", "s", "--workers", "1",
-                 "--quiet", cwd=tmp_path)  # fmt: skip
+    env = {"PYTHONPATH": str(Path(__file__).parent)}  # bench_plugins, by import path
+    result = cli("bench", "smoke", "--set", "init.names=['bench_plugins:fails_on_odd_seeds']",
+                 "--set", "stats.baseline=''", "--out", "s", "--workers", "1", "--quiet",
+                 cwd=tmp_path, env=env)  # fmt: skip
     assert result.returncode == 1
-    assert "crashed" in result.stderr
-    assert [r["status"] for r in rows(tmp_path / "s")] == ["failed"]
+    assert "crashed: RuntimeError: odd seed 1" in result.stderr
+    assert sorted(r["status"] for r in rows(tmp_path / "s")) == ["failed", "ok"]
     assert (tmp_path / "s" / "report.md").is_file()

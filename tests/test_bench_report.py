@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emergeinit.bench.cli import run_bench, run_report
-from emergeinit.bench.study import typed_rows
+from emergeinit.bench.store import read_results
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,7 +57,7 @@ def test_report_sections(study: Path) -> None:
 def test_plots_exist_and_are_linked(study: Path) -> None:
     names = {p.name for p in (study / "plots").glob("*.png")}
     assert {"curves-1.png", "curves-2.png", "accuracy-vs-alpha.png", "accuracy-vs-lr.png"} <= names
-    if any(r["log10_e_init"] is not None for r in typed_rows(study / "results.csv")):
+    if any(r["log10_e_init"] is not None for r in read_results(study / "results.csv").rows):
         assert "emergence.png" in names
     report = (study / "report.md").read_text()
     for name in names:

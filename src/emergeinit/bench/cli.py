@@ -40,8 +40,15 @@ class _Messages(logging.Handler):
         print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
 
 
+_show_others = warnings.showwarning
+
+
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """A ``ResultsWarning`` as one ``warning: ...`` line; any other warning as Python shows it."""
+    if issubclass(category, ResultsWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _show_others(message, category, *args, **kw)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,10 @@
 
 - **device**: ``train.device = "cuda"`` needs a torch that sees a CUDA device;
 - **scale range**: for every model x alpha x pivot x head x even of the emergence inits, the
-  scales ``alpha**e`` fit the weights' dtype: the check ``emergence_init_`` makes when it plans
-  (:func:`emergeinit.init._plan`, run on a model whose weights take no memory);
+  scales ``alpha**e`` fit the weights' dtype: the check ``emergence_init_`` makes when it plans,
+  made by the core's own planner (through :func:`emergeinit.emergence_param_groups`, which
+  plans and range-checks exactly as ``emergence_init_`` does but writes nothing) on a model
+  whose weights take no memory;
 - **memory**: a rough estimate of what one run holds (:func:`estimate_memory`) against the
   memory available on its device.
 
@@ -87,8 +89,10 @@ def _weightless(spec: str) -> nn.Module:
 def check_scales(runs: Iterable[dict[str, Any]]) -> None:
     """Every emergence run's scales fit its weights' dtype (else ``ConfigError`` on
     ``init.alpha``). Other problems the planner finds are left to the run, which plans on its
-    own traced example and reports them in its row."""
-    from ..init import _plan
+    own traced example and reports them in its row. The planner reads the units in
+    registration order here (no example batch is traced): the range check depends only on the
+    exponents and the weights' dtypes, not on which unit gets which exponent."""
+    from ..init import emergence_param_groups
 
     seen: set[tuple[Any, ...]] = set()
     for run in runs:
@@ -101,7 +105,7 @@ def check_scales(runs: Iterable[dict[str, Any]]) -> None:
         seen.add(key)
         spec, alpha = run["model"], init["alpha"]
         try:
-            _plan(
+            emergence_param_groups(
                 _weightless(spec),
                 alpha,
                 units="auto",
@@ -109,7 +113,6 @@ def check_scales(runs: Iterable[dict[str, Any]]) -> None:
                 pivot=init["pivot"],
                 even=init["even"],
                 head=init["head"],
-                groups=None,
             )
         except ScaleRangeError as exc:
             raise ConfigError(
@@ -156,10 +159,16 @@ def _slots(train: dict[str, Any]) -> int:
     return _SLOTS.get(name, 2)
 
 
-def _activation_bytes(model: nn.Module, spec: str, batch_size: int) -> int:
-    """Bytes of every leaf module's outputs in one forward pass of a batch, on the meta
-    device (nothing is allocated); 0 when the forward cannot run there."""
-    from ..models import example_input, is_builtin_spec
+#: Models with weights up to this size are built for real to measure their activations (a
+#: forward pass of two examples): cheaper than the meta device's first use (~2 s of imports).
+_REAL_UP_TO = 256 * 1024**2
+
+
+def _activation_bytes(spec: str, batch_size: int, weights: int) -> int:
+    """Bytes of every leaf module's outputs in one forward pass of a batch: measured on two
+    examples and scaled (every output here grows with the batch), on a real model when it is
+    small, else on the meta device (nothing allocated); 0 when the forward cannot run."""
+    from ..models import build_model, example_input, is_builtin_spec
 
     if not is_builtin_spec(spec):
         return 0
@@ -172,23 +181,31 @@ def _activation_bytes(model: nn.Module, spec: str, batch_size: int) -> int:
             if isinstance(out, torch.Tensor):
                 total += out.numel() * out.element_size()
 
+    device = torch.device("cpu" if weights <= _REAL_UP_TO else "meta")
+    with torch.random.fork_rng(devices=[]), torch.device(device):  # leaves the RNG as it was
+        model = build_model(spec)
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
     try:
-        with torch.device("meta"):
-            batch = example_input(spec, batch_size)
-        model(*batch) if isinstance(batch, tuple) else model(batch)
-    except Exception:  # a forward the meta device cannot run: no estimate of activations
+        pair = example_input(spec, 2, generator=torch.Generator().manual_seed(0))
+        batch = tuple(pair) if isinstance(pair, tuple) else (pair,)
+        with torch.no_grad():
+            model.eval()  # the outputs' sizes are those of training; BatchNorm takes 2 rows
+            model(*(t.to(device) for t in batch))
+    except Exception:  # a forward this check cannot run: no estimate of activations
         return 0
     finally:
         for handle in handles:
             handle.remove()
-    return total
+    return total * batch_size // 2
 
 
-def estimate_memory(spec: str, train: dict[str, Any]) -> MemoryEstimate:
+def estimate_memory(
+    spec: str, train: dict[str, Any], *, activations: bool = True
+) -> MemoryEstimate:
     """A rough estimate of the memory one training run of model ``spec`` holds (see
-    :class:`MemoryEstimate`), from the model built on the meta device: nothing is allocated.
+    :class:`MemoryEstimate`), from the model built on the meta device: nothing is allocated
+    (but for measuring the activations of a small model: ``activations=False`` skips them).
 
     >>> estimate = estimate_memory("mlp:784-256-10", {"optimizer": "sgd", "momentum": 0.9,
     ...                                                "batch_size": 128})
@@ -203,9 +220,8 @@ def estimate_memory(spec: str, train: dict[str, Any]) -> MemoryEstimate:
     weights = sum(p.numel() * p.element_size() for p in params)
     weights += sum(b.numel() * b.element_size() for b in model.buffers())
     trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
-    model.train()
-    activations = _activation_bytes(model, spec, train["batch_size"])
-    return MemoryEstimate(weights, trainable, trainable * _slots(train), activations)
+    held = _activation_bytes(spec, train["batch_size"], weights) if activations else 0
+    return MemoryEstimate(weights, trainable, trainable * _slots(train), held)
 
 
 def _cgroup_free() -> int | None:
@@ -268,14 +284,21 @@ def check_memory(runs: Sequence[dict[str, Any]], concurrency: int) -> list[str]:
         free = free_by_device[str(device)]
         if free is None:
             continue
-        need = estimate_memory(run["model"], train)
+        # Weights and optimizer state first: a model they alone rule out needs no forward pass.
+        need = estimate_memory(run["model"], train, activations=False)
+        if need.total <= free:
+            need = estimate_memory(run["model"], train)
         if need.total > free:
+            batch = (
+                f", activations of a batch of {train['batch_size']} {_gb(need.activations)}"
+                if need.activations
+                else ""
+            )
             raise OutOfMemoryError(
-                f"model.spec: {run['model']!r} needs about {_gb(need.total)} to train (weights "
-                f"{_gb(need.weights)}, gradients {_gb(need.gradients)}, optimizer state "
-                f"{_gb(need.optimizer)}, activations of a batch of {train['batch_size']} "
-                f"{_gb(need.activations)}), more than the {_gb(free)} available on {device}; "
-                "use a smaller model.spec (or train.batch_size)"
+                f"model.spec: {run['model']!r} needs at least {_gb(need.total)} to train "
+                f"(weights {_gb(need.weights)}, gradients {_gb(need.gradients)}, optimizer "
+                f"state {_gb(need.optimizer)}{batch}), more than the {_gb(free)} available on "
+                f"{device}; use a smaller model.spec (or train.batch_size)"
             )
         together = need.total * concurrency
         if concurrency > 1 and together > free:

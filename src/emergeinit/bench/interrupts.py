@@ -21,7 +21,10 @@ from pathlib import Path
 
 __all__ = ["Stopped", "StudyInterrupted", "ignoring_sigint", "stop_on_signals"]
 
-_NAMES = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+_NAMES: dict[int, str] = {
+    signal.SIGINT: "interrupted (Ctrl-C)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+}
 
 
 class Stopped(KeyboardInterrupt):
