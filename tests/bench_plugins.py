@@ -100,10 +100,3 @@ def not_an_optimizer(param_groups: list[dict[str, Any]], train: dict[str, Any]) 
 
 
 NOT_CALLABLE = 3
-
-
-def fails_on_odd_seeds(model: nn.Module, ctx: InitContext) -> None:
-    """PyTorch's default weights, but a crash for an odd seed: a run that fails while it runs
-    (the preflight probe, on the study's first run, seed 0, passes)."""
-    if ctx.seed % 2:
-        raise RuntimeError(f"odd seed {ctx.seed}")

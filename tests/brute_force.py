@@ -187,7 +187,8 @@ class SpecNet(nn.Module):
         return self._run(x, None)
 
     def replay(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The activity value of every weight layer, by the SPEC 2.2 rule applied to the spec.
+        """The activity value of every weight layer, by the rule of docs/measure.md
+        ("Activity") applied to the spec.
 
         A weight layer is read at the first nonlinearity after it, past normalization, dropout,
         identities and flattening; when anything else comes first, at the last value before it.
@@ -267,7 +268,8 @@ def _new_array(shape: Sequence[int]) -> np.ndarray:
 
 
 def explicit_graph(net: SpecNet, in_shape: Sequence[int], channel: bool = False) -> Graph:
-    """The neuron graph of ``net``; ``channel=True``: nodes are channels (SPEC 2.2)."""
+    """The neuron graph of ``net``; ``channel=True``: nodes are channels (docs/measure.md,
+    "The neuron graph")."""
     graph = Graph()
     state = _new_array([in_shape[0]] if channel else in_shape)
     for idx in np.ndindex(state.shape):
@@ -429,6 +431,39 @@ def activity_sets(
     return flags
 
 
+def near_threshold(
+    values: list[torch.Tensor], tau: float, *, channel: bool = False, mean: bool = False
+) -> bool:
+    """Whether an averaged activity value lies within float32 rounding of ``tau``.
+
+    ``activity_sets`` averages (over positions with ``channel``, over the batch with ``mean``)
+    in float64; a library averaging the float32 values in float32 gets a mean that differs by
+    rounding, at most about ``n * eps * mean(|v|)`` for ``n`` averaged values. A mean closer
+    than that to ``tau`` may land on either side of it, so such inputs can test nothing about
+    the graph: callers skip them. Values that are not averaged are compared as they are, on
+    both sides, and never count as near.
+    """
+    eps = torch.finfo(torch.float32).eps
+    for v in values[:-1]:
+        v = v.double()
+        count = 1
+        if channel and v.dim() > 2:
+            count *= math.prod(v.shape[2:])
+            v = v.flatten(2)
+        else:
+            v = v.reshape(*v.shape, 1)
+        if mean:
+            count *= v.shape[0]
+        if count == 1:
+            continue
+        dims = (0, -1) if mean else (-1,)
+        centre = v.mean(dim=dims)
+        bound = 4 * count * eps * v.abs().mean(dim=dims)
+        if bool(((centre - tau).abs() < bound).any()):
+            return True
+    return False
+
+
 def cross_dp(graph: Graph, active: list[bool]) -> int:
     """Paths from an inactive node to an active node: forward DP in exact integers."""
     reach = [0] * graph.size  # paths that start at an inactive node and end here (length >= 1)
@@ -441,7 +476,8 @@ def cross_dp(graph: Graph, active: list[bool]) -> int:
 
 
 def li_dp(graph: Graph, active: list[bool]) -> int:
-    """SPEC 2.1 with H = active nodes: a backward DP for P_H, then the sum over inactive x."""
+    """Li's E(G, H) (docs/measure.md, "On a graph") with H = active nodes: a backward DP for
+    P_H, then the sum over inactive x."""
     succ = graph.successors()
     p = [0] * graph.size
     for s in reversed(range(graph.size)):

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import damaged_fashion_mnist
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in a fresh process
 
 REQUIRED = [
     "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot", "head",
@@ -18,10 +21,8 @@ REQUIRED = [
 ]  # fmt: skip
 
 
-def cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "120", **(env or {})}
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "120"}
     env.pop("EMERGEINIT_DATA_DIR", None)
     return subprocess.run(
         [sys.executable, "-m", "emergeinit", *args],
@@ -113,11 +114,13 @@ def test_invalid_config_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 
 def test_a_crashed_run_gives_a_failed_row_and_nonzero_exit(tmp_path: Path) -> None:
-    env = {"PYTHONPATH": str(Path(__file__).parent)}  # bench_plugins, by import path
-    result = cli("bench", "smoke", "--set", "init.names=['bench_plugins:fails_on_odd_seeds']",
-                 "--set", "stats.baseline=''", "--out", "s", "--workers", "1", "--quiet",
-                 cwd=tmp_path, env=env)  # fmt: skip
-    assert result.returncode == 1
-    assert "crashed: RuntimeError: odd seed 1" in result.stderr
-    assert sorted(r["status"] for r in rows(tmp_path / "s")) == ["failed", "ok"]
+    data = damaged_fashion_mnist(tmp_path / "data")
+    result = cli("bench", "smoke", "--set", "data.dataset=\"fashion-mnist\"",
+                 "--set", "train.seeds=[0]", "--set", "init.names=[\"kaiming\"]",
+                 "--data-dir", str(data), "--out", "s", "--workers", "1", "--quiet",
+                 cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "crashed" in result.stderr and "not an IDX file" in result.stderr
+    (row,) = rows(tmp_path / "s")
+    assert row["status"] == "failed" and "not an IDX file" in row["error"]
     assert (tmp_path / "s" / "report.md").is_file()

@@ -141,6 +141,7 @@ def _mid_run(study: Path) -> Path | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     toml = tmp_path / "durable.toml"

@@ -14,6 +14,8 @@ from emergeinit.errors import (
     ConfigError,
     EmergeInitError,
     MetaTensorError,
+    NonFiniteWeightWarning,
+    NotWritableError,
     NoUnitsError,
     ScaleRangeError,
     TracingError,
@@ -142,3 +144,94 @@ def test_bad_lr() -> None:
             emergence_param_groups(relu_mlp([4, 8, 2]), 2.0, lr=lr)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="optimizer"):
         emergence_param_groups(relu_mlp([4, 8, 2]), 2.0, optimizer="rmsprop")  # type: ignore[arg-type]
+
+
+def _with_inference_layer(first: bool) -> nn.Sequential:
+    """An MLP one of whose layers was built under torch.inference_mode()."""
+    with torch.inference_mode():
+        frozen = nn.Linear(4, 4)
+    layers: list[nn.Module] = [nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU()]
+    return nn.Sequential(frozen, *layers) if first else nn.Sequential(*layers, frozen)
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("traced", [False, True])
+def test_inference_tensor_is_refused_before_any_draw(first: bool, traced: bool) -> None:
+    model = _with_inference_layer(first)
+    before = snapshot(model)
+    x = torch.randn(3, 4) if traced else None
+    with pytest.raises(NotWritableError, match="inference tensor"):
+        emergence_init_(model, 2.0, example_input=x)
+    assert_unchanged(model, before)
+    # inside inference mode the same tensors can be written: the call goes through
+    with torch.inference_mode():
+        emergence_init_(model, 2.0, example_input=x)
+
+
+def test_batchnorm_built_under_inference_mode_fails_the_trace_cleanly() -> None:
+    with torch.inference_mode():
+        norm = nn.BatchNorm1d(4)
+    model = nn.Sequential(nn.Linear(4, 4), norm, nn.Linear(4, 2))
+    before = snapshot(model)
+    with pytest.raises(TracingError, match="inference"):
+        emergence_init_(model, 2.0, example_input=torch.randn(3, 4))
+    assert_unchanged(model, before)
+
+
+def test_inference_bias_is_refused_when_it_would_be_zeroed() -> None:
+    model = relu_mlp([4, 8, 2], bias=True)
+    with torch.inference_mode():
+        frozen_bias = torch.ones(2)
+    model[2].bias = nn.Parameter(frozen_bias, requires_grad=False)
+    before = snapshot(model)
+    with pytest.raises(NotWritableError, match=r"'2 bias'"):
+        emergence_init_(model, 2.0)
+    assert_unchanged(model, before)
+    emergence_init_(model, 2.0, zero_bias=False)  # nothing to write in the bias: fine
+
+
+def test_expanded_parameter_is_refused() -> None:
+    model = relu_mlp([4, 8, 2])
+    model[2].weight = nn.Parameter(torch.randn(1, 8).expand(2, 8))
+    before = snapshot(model)
+    with pytest.raises(NotWritableError, match="share memory"):
+        emergence_init_(model, 2.0)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("shape", [(4, 0), (0, 4)])
+@pytest.mark.parametrize("base", ["kaiming_normal", "xavier_uniform", "orthogonal", "keep"])
+def test_empty_weight_is_a_config_error(shape: tuple[int, int], base: str) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(*shape), nn.Linear(shape[1], 2))
+    before = snapshot(model)
+    with pytest.raises(ConfigError, match="is empty"):
+        emergence_init_(model, 2.0, base=base)  # type: ignore[arg-type]
+    assert_unchanged(model, before)
+    with pytest.raises(ConfigError, match="is empty"):
+        emergence_init_(nn.Linear(*shape), 2.0, base=base)  # type: ignore[arg-type]
+
+
+def test_keep_warns_about_non_finite_weights_and_scales_the_rest() -> None:
+    model = relu_mlp([4, 8, 8, 2])
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+        model[2].weight[1, 1] = float("inf")
+    before = snapshot(model)
+    with pytest.warns(NonFiniteWeightWarning, match=r"'2\.weight'.* 2 non-finite"):
+        report = emergence_init_(model, 2.0, base="keep")
+    scale = {u.name: u.scale for u in report.units}
+    finite = torch.isfinite(before["2.weight"])
+    assert torch.equal(model[2].weight[finite], before["2.weight"][finite] * scale["2"])
+    assert torch.equal(model[0].weight, before["0.weight"] * scale["0"])
+
+
+def test_keep_range_check_uses_the_finite_values() -> None:
+    model = relu_mlp([4, 8, 2]).half()
+    with torch.no_grad():
+        model[2].weight.fill_(1000.0)
+        model[2].weight[0, 0] = float("inf")
+    before = snapshot(model)
+    with pytest.warns(NonFiniteWeightWarning), pytest.raises(ScaleRangeError, match="1e\\+03"):
+        emergence_init_(model, 100.0, base="keep")
+    assert_unchanged(model, before)

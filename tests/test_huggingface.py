@@ -12,6 +12,7 @@ from emergeinit import emergence_init_
 transformers = pytest.importorskip("transformers")
 
 
+@pytest.mark.slow
 def test_bert_layers_are_blocks() -> None:
     config = transformers.BertConfig(
         vocab_size=50,
@@ -74,3 +75,24 @@ def test_gpt2_conv1d_and_tied_head() -> None:
     assert any("lm_head is not a unit" in note for note in report.notes)
     assert torch.equal(model.transformer.wte.weight, embedding)  # the tied head is untouched
     assert skipped["transformer.wte.weight"].startswith("embedding")
+
+
+@pytest.mark.slow
+def test_resnet_bottlenecks_as_blocks_and_graph_order() -> None:
+    config = transformers.ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2],
+        layer_type="bottleneck", num_labels=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.ResNetForImageClassification(config)
+    inputs = {"pixel_values": torch.randn(2, 3, 16, 16)}
+    blocks = emergence_init_(model, 1.5, example_input=inputs, units="blocks")
+    assert [u.module_type for u in blocks.units] == [
+        "Conv2d", "ResNetBottleNeckLayer", "ResNetBottleNeckLayer", "ResNetBottleNeckLayer",
+        "Linear",
+    ]  # fmt: skip
+    graph = emergence_init_(model, 1.5, example_input=inputs, order="graph")
+    exponent = {u.name: u.exponent for u in graph.units}
+    block = "resnet.encoder.stages.1.layers.0"
+    assert exponent[f"{block}.shortcut.convolution"] == exponent[f"{block}.layer.0.convolution"]
+    assert exponent[f"{block}.layer.1.convolution"] > exponent[f"{block}.layer.0.convolution"]

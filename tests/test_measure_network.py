@@ -1,4 +1,5 @@
-"""measure_emergence against the closed form and explicit neuron graphs (SPEC 2.2)."""
+"""measure_emergence against the closed form and explicit neuron graphs (docs/measure.md,
+"On a network")."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from brute_force import (
     li_dp,
     li_enumerate,
     log10,
+    near_threshold,
     pool_size,
 )
 from hypothesis import HealthCheck, assume, given, settings
@@ -72,11 +74,17 @@ def check_against_graph(
     net: SpecNet, shape: tuple[int, ...], x: torch.Tensor, tau: float = 0.05,
     granularities: tuple[bool, ...] = (False, True),
 ) -> None:  # fmt: skip
-    """Both forms, both activity modes, at each granularity, equal DPs on the explicit graph."""
+    """Both forms, both activity modes, at each granularity, equal DPs on the explicit graph.
+
+    A combination whose averaged activity lies within rounding of ``tau`` is skipped (see
+    ``near_threshold``); per-sample neuron activity is never averaged, so it is always checked.
+    """
     values = net.replay(x)
     for channel in granularities:
         graph = explicit_graph(net, shape, channel)
         for mean in (False, True):
+            if near_threshold(values, tau, channel=channel, mean=mean):
+                continue
             actives = activity_sets(graph, values, tau, channel=channel, mean=mean)
             for form, dp in (("cross", cross_dp), ("li", li_dp)):
                 result = measure_emergence(
@@ -254,6 +262,7 @@ def build(spec: list[tuple[Any, ...]], shape: tuple[int, ...], functional: bool)
     return net
 
 
+@pytest.mark.slow
 @examples(120)
 @given(conv_specs(), st.integers(0, 2**16), st.booleans(), st.booleans())
 def test_random_cnn_equals_explicit_graph(
@@ -268,6 +277,7 @@ def test_random_cnn_equals_explicit_graph(
     check_against_graph(net, shape, torch.randn(3, *shape))
 
 
+@pytest.mark.slow
 @examples(40)
 @given(conv_specs(nd=1), st.integers(0, 2**16), st.booleans())
 def test_random_conv1d_equals_explicit_graph(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import damaged_fashion_mnist
 
 from emergeinit.bench import config
 from emergeinit.bench.cli import run_bench
@@ -51,10 +52,8 @@ def test_missing_ray_is_a_clear_error(
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
-    tests = str(Path(__file__).parent)  # the workers import bench_plugins by path
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2,
-             runtime_env={"env_vars": {"PYTHONPATH": tests}})  # fmt: skip
+             object_store_memory=100 * 1024**2)  # fmt: skip
     try:
         yield ray
     finally:
@@ -74,6 +73,7 @@ def _holders(lock: Path) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: Any) -> None:
     (run,) = expand(config.load("smoke", LONG))
@@ -116,15 +116,17 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: An
     assert events(folder) == events(tmp_path / "ref")  # resumed: every event exactly once
 
 
+@pytest.mark.slow
 def test_a_run_that_keeps_failing_is_recorded_as_failed(
     tmp_path: Path, ray_instance: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    overrides = ["init.names=['bench_plugins:fails_on_odd_seeds']", "stats.baseline=''"]
-    code = run_bench("smoke", tmp_path / "s", overrides, quiet=True, executor="ray",
-                     max_retries=1)  # fmt: skip
+    data = damaged_fashion_mnist(tmp_path / "data")
+    overrides = ["train.seeds=[0,1]", "init.names=['kaiming']", "data.dataset='fashion-mnist'"]
+    code = run_bench("smoke", tmp_path / "s", overrides, quiet=True, data_dir=data,
+                     executor="ray", max_retries=1)  # fmt: skip
     assert code == 1
-    table = {r["seed"]: r for r in rows(tmp_path / "s")}
-    assert table["0"]["status"] == "ok" and table["1"]["status"] == "failed"
-    assert "odd seed 1" in table["1"]["error"]
+    table = rows(tmp_path / "s")
+    assert [r["status"] for r in table] == ["failed", "failed"]
+    assert all("not an IDX file" in r["error"] for r in table)
     assert "crashed" in capfd.readouterr().err
     assert (tmp_path / "s" / "report.md").is_file()

@@ -1,4 +1,4 @@
-"""Depth units (SPEC 1.2): forward order, blocks, attention, tied weights, groups, wrappers."""
+"""Depth units (docs/method.md, "Units"): order, blocks, attention, tied weights, groups."""
 
 from __future__ import annotations
 
@@ -272,7 +272,7 @@ def test_bad_groups() -> None:
 
 
 def test_no_units() -> None:
-    for model in (nn.Sequential(nn.ReLU()), nn.Embedding(4, 4), nn.LSTM(4, 4)):
+    for model in (nn.Sequential(nn.ReLU()), nn.Embedding(4, 4), nn.LayerNorm(4)):
         try:
             depth_units(model)
         except NoUnitsError as exc:
@@ -295,7 +295,8 @@ def test_skip_reasons() -> None:
 
     units = depth_units(Mixed(), torch.randn(2, 3, 4))
     reasons = {s.name: s.reason for s in units.skipped}
-    assert reasons["rnn.weight_ih_l0"].startswith("recurrent")
+    assert [u.name for u in units] == ["rnn[l0]", "fc"]  # recurrent layers are units
+    assert reasons["rnn.bias_ih_l0"].startswith("bias")
     assert reasons["scale"].startswith("raw parameter of Mixed")
     assert reasons["fc.bias"].startswith("bias")
     assert reasons["norm.weight"].startswith("normalization")

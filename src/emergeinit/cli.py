@@ -80,7 +80,17 @@ def _out_of_memory(exc: BaseException, spec: str, what: str) -> typer.Exit | Non
 def plan(
     spec: SpecArgument,
     alpha: AlphaOption = 2.0,
-    units: Annotated[str, typer.Option(help="auto, layers or blocks.")] = "auto",
+    units: Annotated[
+        str,
+        typer.Option(help="auto, layers or blocks (transformer or residual blocks)."),
+    ] = "auto",
+    order: Annotated[
+        str,
+        typer.Option(
+            help="call (forward call order) or graph (depth = longest dataflow path; "
+            "units at equal depth share an exponent; needs --trace)."
+        ),
+    ] = "call",
     base: Annotated[
         str,
         typer.Option(
@@ -111,6 +121,7 @@ def plan(
             alpha,
             base=base,  # type: ignore[arg-type]  # validated inside
             units=units,  # type: ignore[arg-type]
+            order=order,  # type: ignore[arg-type]
             example_input=example if trace else None,
             pivot=pivot,
             even=even,  # type: ignore[arg-type]

@@ -35,12 +35,22 @@ class GraphCycleError(EmergeInitError, ValueError):
     """The graph given to the emergence measure has a directed cycle."""
 
 
+class NotWritableError(EmergeInitError, RuntimeError):
+    """A parameter the call would write cannot be written in place (an inference tensor)."""
+
+
+class NonFiniteWeightWarning(RuntimeWarning):
+    """A weight kept by ``base="keep"`` holds nan or inf values."""
+
+
 __all__ = [
     "ConfigError",
     "EmergeInitError",
     "GraphCycleError",
     "MetaTensorError",
     "NoUnitsError",
+    "NonFiniteWeightWarning",
+    "NotWritableError",
     "ScaleRangeError",
     "TracingError",
     "UnsupportedModuleError",

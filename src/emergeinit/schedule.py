@@ -1,4 +1,4 @@
-"""The exponent schedule of the emergence-promoting rule (SPEC 1.3). Pure numbers, no torch.
+"""The exponent schedule of the emergence-promoting rule (docs/method.md, "The rule"). No torch.
 
 Unit ``i`` of ``L`` depth units has its weight multiplied by ``alpha ** e_i``; the paper writes
 this as ``W~_{-n} = W / alpha^n`` before the middle and ``W~_n = W * alpha^n`` after it.

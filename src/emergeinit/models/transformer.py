@@ -2,9 +2,10 @@
 
 The encoder and decoder are plain lists of ``nn.TransformerEncoderLayer`` and
 ``nn.TransformerDecoderLayer`` (not ``nn.Transformer``), registered and called encoder first,
-so the emergence init's block detection (SPEC 1.2) sees every encoder block, then every decoder
-block, as one depth unit each. Layers outside those blocks are the output projection (a unit of
-its own unless tied to the target embedding) and the embeddings (never units, SPEC 1.1).
+so the emergence init's block detection (docs/method.md, "Units") sees every encoder block, then
+every decoder block, as one depth unit each. Layers outside those blocks are the output
+projection (a unit of its own unless tied to the target embedding) and the embeddings (never
+units).
 
 Post-LN (``norm_first=False``) is the layout of the original transformer and of the IWSLT'14
 recipes of the paper's era; pre-LN adds a final LayerNorm after each stack, as pre-LN needs.
@@ -64,7 +65,7 @@ class Seq2SeqTransformer(nn.Module):
         norm_first: pre-LN blocks (with a final LayerNorm per stack) instead of post-LN.
         tie_embeddings: the output projection reuses the target embedding matrix (one shared
             ``Parameter``). Since embeddings are never scaled by the emergence init, a tied
-            output projection is not a depth unit and stays unscaled (SPEC 1.3).
+            output projection is not a depth unit and stays unscaled (docs/method.md, "Units").
         max_len: longest sequence the position table covers.
         pad_id: padding token id in both vocabularies; padded positions are masked out as keys
             and their embedding row starts at zero.
