@@ -138,7 +138,7 @@ class MemoryEstimate:
     ``optimizer``: its state (SGD: a momentum buffer when momentum > 0; Adam, AdamW: two
     moments; a plug-in optimizer: counted as two); ``activations``: the outputs of every leaf
     module for one training batch, what autograd keeps for the backward pass. Left out: the
-    data set, the evaluation batches, and PyTorch's own memory (a few hundred MB per
+    data set, the evaluation batches, and PyTorch's own memory (about 90 MB per
     process), so it is a lower bound.
     """
 
