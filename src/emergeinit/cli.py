@@ -277,13 +277,16 @@ def bench(
 @app.command("report")
 def report_command(
     study_dir: Annotated[str, typer.Argument(help="A study directory written by 'bench'.")],
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Print only errors and, last, the report's path.")
+    ] = False,
 ) -> None:
-    """Regenerate report.md and plots/ of a study directory."""
+    """Regenerate report.md and plots/ of a study directory; print its Answer."""
     from pathlib import Path
 
     from .bench.cli import run_report
 
-    raise typer.Exit(run_report(Path(study_dir)))
+    raise typer.Exit(run_report(Path(study_dir), quiet))
 
 
 @app.command()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from ..errors import ConfigError
 from . import config as cfgmod
 from . import sinks as sinkmod
+from .answer import AnswerEntry
 from .checkpoint import read_events
 from .executors import (
     Callbacks,
@@ -90,7 +91,8 @@ class Study:
 
     ``dir`` is the directory, ``config`` the resolved config it was run with; ``rows`` reads
     ``results.csv`` (each row a dict, numbers as numbers, empty cells as ``None``),
-    ``to_pandas()`` gives the same as a ``pandas.DataFrame``, ``report_path`` is ``report.md``.
+    ``to_pandas()`` gives the same as a ``pandas.DataFrame``, ``report_path`` is ``report.md``,
+    ``verdicts`` the Answer's verdicts as data.
     """
 
     dir: Path
@@ -106,6 +108,18 @@ class Study:
     @property
     def report_path(self) -> Path:
         return self.dir / "report.md"
+
+    @property
+    def verdicts(self) -> list[AnswerEntry]:
+        """Every comparison against the baseline on every primary metric, as the report's
+        Answer shows it: ``entry.setting``, ``entry.init``, ``entry.metric``, ``entry.word``
+        (better, worse, equivalent or inconclusive), ``entry.config`` (the compared
+        configuration's axes), ``entry.verdict`` (the numbers: :class:`.verdict.Verdict`);
+        ``entry.to_dict()`` for a table. Empty without a baseline. Computed from the
+        directory, so it is current while a study runs too."""
+        from .report import study_answer
+
+        return study_answer(self.dir).entries
 
     @property
     def failed(self) -> list[str]:

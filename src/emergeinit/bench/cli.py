@@ -125,6 +125,8 @@ def run_bench(
                 observer=_Progress(quiet),
             )
             failed = bool(study.failed)
+            if not quiet:
+                _print_answer(study.dir)
         except ConfigError as exc:
             _error(str(exc))
             return 2
@@ -147,10 +149,11 @@ def run_bench(
         return 1 if failed else 0
 
 
-def run_report(study_dir: Path) -> int:
-    """Regenerate ``report.md`` and the plots of an existing study directory. What results.csv
-    holds never makes it fail: damaged lines and repeated run ids are named (in the report
-    and on stderr) and never counted."""
+def run_report(study_dir: Path, quiet: bool = False) -> int:
+    """Regenerate ``report.md`` and the plots of an existing study directory; print its
+    Answer (unless ``quiet``), then the report's path. What results.csv holds never makes it
+    fail: damaged lines and repeated run ids are named (in the report and on stderr) and never
+    counted."""
     from .report import write_report
 
     with _messages(quiet=False):
@@ -158,7 +161,10 @@ def run_report(study_dir: Path) -> int:
             study = load_study(study_dir)
             if not (study.dir / "results.csv").is_file():
                 raise ConfigError(f"{study_dir} has no results.csv yet; run the study first")
-            print(write_report(study.dir))
+            report = write_report(study.dir)
+            if not quiet:
+                _print_answer(study.dir)
+            print(report)
         except ConfigError as exc:
             _error(str(exc))
             return 2
@@ -174,6 +180,20 @@ def run_report(study_dir: Path) -> int:
             _error(f"cannot write the report of {study_dir}: {exc.strerror or exc}")
             return 1
     return 0
+
+
+def _print_answer(path: Path) -> None:
+    """The report's Answer on the terminal: the table (verdicts coloured) and its sentences."""
+    from rich.console import Console
+
+    from .answer import print_answer
+    from .report import study_answer
+
+    with warnings.catch_warnings():  # the report's load has just named them
+        warnings.simplefilter("ignore", ResultsWarning)
+        answer = study_answer(path)
+    if answer.baseline:
+        print_answer(answer.entries, answer.baseline, Console(highlight=False))
 
 
 class _Progress:

@@ -11,6 +11,7 @@ documented in ``docs/bench.md#study-toml-schema``.
 from __future__ import annotations
 
 import copy
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from . import tasks
 from .labels import BUILTIN_INITS, EMERGENCE_INITS
 from .optim import BUILTIN as OPTIMIZERS
 from .schema import Field, coerce, fraction, merge, resolve_table, unit_interval_open, unknown_key
+from .verdict import DEFAULT_POWER, has_direction, resolve_margins
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -178,6 +180,10 @@ def _generic() -> dict[str, Any]:
             "confidence": Field("float", 0.95, check=unit_interval_open),
             "select_metric": Field("str", "val_acc_final", choices=metrics),
             "select_seeds": Field("int", 0, low=0, doc="seeds used to choose alpha; 0 = half"),
+            "margin": Field(
+                "table", {}, doc="equivalence margin per metric, in its units; see verdicts.md"
+            ),
+            "power": Field("float", DEFAULT_POWER, check=unit_interval_open, doc="for the MDE"),
         },
     }
 
@@ -244,6 +250,39 @@ def _task_checks(cfg: dict[str, Any], task: tasks.Task) -> None:
                 f"stats: {metric!r} is not measured by {task.name} runs; use "
                 f"{', '.join(task.metrics)}"
             )
+    _margin_checks(stats, task)
+
+
+def _margin_checks(stats: dict[str, Any], task: tasks.Task) -> None:
+    """``stats.margin``: a metric of the task -> a finite margin > 0 in the metric's units.
+    With a baseline, every primary metric gets a verdict, so it needs a known direction and a
+    margin (its default or the user's; see docs/verdicts.md#margins)."""
+    for metric, margin in stats["margin"].items():
+        key = f"stats.margin.{metric}"
+        if metric not in task.metrics:
+            raise ConfigError(
+                f"{key}: {metric!r} is not measured by {task.name} runs; use "
+                f"{', '.join(task.metrics)}"
+            )
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {margin!r}")
+        if not math.isfinite(margin) or margin <= 0:
+            raise ConfigError(f"{key}: must be finite and > 0, got {margin!r}")
+    if not stats["baseline"]:
+        return  # no comparison, no verdict, no margin needed
+    for metric in stats["primary"]:
+        if not has_direction(metric):
+            raise ConfigError(
+                f"stats.primary: {metric!r} has no known direction (is higher better?), so no "
+                "verdict can call a difference better or worse; a name with 'acc' as a "
+                "'_'-separated part is higher-better, one ending in 'loss' lower-better "
+                '(docs/verdicts.md#the-four-words); or set stats.baseline = ""'
+            )
+    try:
+        resolve_margins(stats["primary"], stats["margin"])
+    except ConfigError as exc:
+        raise ConfigError(f"stats.margin: {exc}") from None
+
 
 
 def _cross_checks(cfg: dict[str, Any]) -> None:

@@ -2,18 +2,22 @@
 
 Every number is over seeds (mean, std, t confidence interval, n); comparisons are paired by
 seed against the declared baseline and Holm-corrected across the study's family of comparisons
-(see ``docs/bench.md#statistics-in-the-report``). The sections are assembled in one place,
-:func:`sections`: the generic ones, then the task's own (:meth:`.tasks.Task.report_section`),
-then the plots. The report calls :mod:`.plots`; the plots never call the report.
+(see ``docs/bench.md#statistics-in-the-report``). The report opens with the Answer: a verdict
+for every comparison (:func:`study_answer`, see ``docs/bench.md#reading-the-answer``). The
+sections are assembled in one place, :func:`sections`: the Answer, the generic ones, then the
+task's own (:meth:`.tasks.Task.report_section`), then the plots. The report calls
+:mod:`.plots`; the plots never call the report.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import stats, tasks
+from .answer import AnswerEntry, answer_markdown
 from .inits import DESCRIPTIONS
 from .labels import EMERGENCE_INITS, label, setting_label
 from .markdown import num as _num
@@ -22,10 +26,22 @@ from .markdown import summary as _summary
 from .markdown import table as _table
 from .store import FINISHED, Results
 from .study import StudyDir, atomic_write
+from .verdict import MIN_SEEDS, PairedSample, judge_family
 
 Row = dict[str, Any]
 
-__all__ = ["build_report", "sections", "write_report"]
+__all__ = ["StudyAnswer", "answer_of", "build_report", "sections", "study_answer", "write_report"]
+
+
+def _title(cfg: dict[str, Any], env: dict[str, Any]) -> list[str]:
+    """The report's title, the study's description and its notices (a dataset replaced by its
+    fallback, say): what the Answer below must be read with."""
+    out: list[str] = [f"# Study `{cfg['study']['name']}`", ""]
+    if cfg["study"]["description"]:
+        out += [cfg["study"]["description"].strip(), ""]
+    for notice in env.get("notices", []):
+        out += [f"> **{notice}**", ""]
+    return out
 
 
 def _header(
@@ -33,9 +49,7 @@ def _header(
 ) -> list[str]:
     task = tasks.get(cfg["study"]["task"])
     seeds = sorted({r["seed"] for r in rows})
-    out: list[str] = [f"# Study `{cfg['study']['name']}`", ""]
-    if cfg["study"]["description"]:
-        out += [cfg["study"]["description"].strip(), ""]
+    out: list[str] = ["## Setup", ""]
     counts = {s: sum(r["status"] == s for r in all_rows) for s in ("ok", "diverged", "failed")}
     out += [
         f"- task: {cfg['study']['task']}; datasets: {', '.join(cfg['data']['dataset'])}",
@@ -51,8 +65,6 @@ def _header(
         f"- {task.diverged_rule}",
         "",
     ]
-    for notice in env.get("notices", []):
-        out += [f"> **{notice}**", ""]
     return out
 
 
@@ -95,24 +107,115 @@ def _config_table(cfg: dict[str, Any], all_rows: list[Row]) -> list[str]:
     return out + _table(header, table)
 
 
-def _paired_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
+@dataclass(frozen=True)
+class StudyAnswer:
+    """A study's verdicts: every candidate configuration against the baseline in the same
+    setting, on every primary metric, paired by seed (``docs/bench.md#reading-the-answer``).
+
+    ``entries`` and ``comparisons`` (the paired table's, :func:`.stats.compare_to_baseline`)
+    are in the same order, one per comparison; ``baseline`` is the baseline init's label, ``""``
+    when the study declares none (then there is nothing to judge).
+    """
+
+    baseline: str
+    entries: list[AnswerEntry] = field(default_factory=list)
+    comparisons: list[stats.Comparison] = field(default_factory=list)
+
+
+def _baseline_label(cfg: dict[str, Any], plugin_info: dict[str, Any]) -> str:
+    name: str = cfg["stats"]["baseline"]
+    return str(plugin_info.get("init", {}).get(name, {}).get("label", name)) if name else ""
+
+
+def answer_of(
+    cfg: dict[str, Any], rows: list[Row], plugin_info: dict[str, Any] | None = None
+) -> StudyAnswer:
+    """The verdicts of a study with resolved config ``cfg`` and result rows ``rows`` (as
+    :meth:`.study.StudyDir.results` reads them; rows of failed runs are left out).
+
+    The comparisons are the paired table's: each non-baseline configuration against the
+    baseline init in its setting, on each primary metric, over the seeds *both* have a
+    finished run for (a seed one side has not run, or whose run crashed, is left out; a
+    diverged run counts with the metric it reached). A finished run without a value for the
+    metric (an empty or nan cell) stays in as a seed with no value, which makes the verdict
+    inconclusive and says so. One Holm family for the whole study (:func:`.verdict.judge_family`:
+    the comparisons with at least 3 seeds and a value on each); the paired table shows the
+    same adjusted p-values. ``plugin_info`` is ``environment.json``'s ``plugins`` (how rows
+    name a plug-in baseline).
+    """
+    baseline = _baseline_label(cfg, plugin_info or {})
+    if not baseline:
+        return StudyAnswer("")
+    conf = cfg["stats"]["confidence"]
+    finished = [r for r in rows if r["status"] in FINISHED]
+    comps = stats.compare_to_baseline(finished, baseline, cfg["stats"]["primary"], conf)
+    configs = stats.group(finished, stats.CONFIG)
+    baselines = stats.group([r for r in finished if r["init"] == baseline], stats.SETTING)
+    samples = []
+    for c in comps:
+        mine = {r["seed"]: r.get(c.metric) for r in configs[c.config]}
+        theirs = {r["seed"]: r.get(c.metric) for r in baselines[c.config[: len(stats.SETTING)]]}
+        seeds = sorted(set(mine) & set(theirs))
+        samples.append(PairedSample(c.metric, [mine[k] for k in seeds], [theirs[k] for k in seeds]))
+    verdicts = judge_family(
+        samples, margins=cfg["stats"]["margin"], confidence=conf, power=cfg["stats"]["power"]
+    )
+    entries = []
+    for c, v in zip(comps, verdicts, strict=True):
+        config = dict(zip(stats.CONFIG, c.config, strict=True))
+        entries.append(AnswerEntry(setting_label(config), label(config), v, config))
+    return StudyAnswer(baseline, entries, comps)
+
+
+def study_answer(path: Path) -> StudyAnswer:
+    """The verdicts of the study in directory ``path``, from its config, results and
+    environment alone (what ``report.md``'s Answer shows)."""
+    study = StudyDir(path)
+    cfg = study.load_config()
+    rows = study.results(cfg).rows  # validated: damage named, each run counted once
+    return answer_of(cfg, rows, study.environment().get("plugins", {}))
+
+
+def _answer_section(answer: StudyAnswer, has_rows: bool) -> list[str]:
+    if not answer.baseline:
+        return [
+            "## Answer", "",
+            'This study declares no baseline (`stats.baseline = ""`), so nothing is compared '
+            "and no comparison gets a verdict; the tables below describe each configuration.",
+            "",
+        ]  # fmt: skip
+    if not has_rows:
+        return ["## Answer", "", "No finished runs yet, so no verdict.", ""]
+    return [*answer_markdown(answer.entries, answer.baseline).splitlines(), ""]
+
+
+def _paired_section(cfg: dict[str, Any], answer: StudyAnswer) -> list[str]:
     conf = cfg["stats"]["confidence"]
     pct = f"{conf * 100:g}%"
-    comps = stats.compare_to_baseline(rows, baseline, cfg["stats"]["primary"], conf)
+    baseline = answer.baseline
+    tested, total = sum(e.verdict.p_holm is not None for e in answer.entries), len(answer.entries)
+    family = f"all {total} comparisons of this study"
+    if tested < total:
+        family = (
+            f"the {tested} of {total} comparisons of this study that can be tested (at least "
+            f"{MIN_SEEDS} seeds, a value on each; '–' marks the others)"
+        )
     out = [
         f"## Paired differences vs `{baseline}`",
         "",
         f"Difference (init − {baseline}) on the same seed, {pct} t-interval, two-sided paired "
-        f"t-test; p (Holm) corrects across all {len(comps)} comparisons of this study.",
+        f"t-test; p (Holm) corrects across {family}: the family of the Answer's verdicts.",
         "",
     ]
     table = []
-    for c in comps:
+    for c, entry in zip(answer.comparisons, answer.entries, strict=True):
         row = dict(zip(stats.CONFIG, c.config, strict=True))
         r = c.result
+        p_holm = entry.verdict.p_holm
         table.append([
             setting_label(row), label(row), c.metric, str(r.n), _num(r.mean),
-            f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p), _p(c.p_holm),
+            f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p),
+            _p(p_holm) if p_holm is not None else "–",
         ])  # fmt: skip
     return out + _table(
         ["setting", "init", "metric", "n", "mean diff", pct + " CI", "t", "p", "p (Holm)"], table
@@ -141,8 +244,8 @@ def sections(
     study: StudyDir, plots: list[str], results: Results | None = None
 ) -> list[list[str]]:
     """The report's sections, in order, each a list of markdown lines: the one place where
-    the report is assembled (a new section goes here). ``results``: results.csv as loaded
-    (default: :meth:`.study.StudyDir.results`)."""
+    the report is assembled (a new section goes here). The Answer comes first. ``results``:
+    results.csv as loaded (default: :meth:`.study.StudyDir.results`)."""
     cfg = study.load_config()
     task = tasks.get(cfg["study"]["task"])
     env = study.environment()
@@ -151,17 +254,21 @@ def sections(
         results = study.results(cfg)
     all_rows = results.rows
     rows = [r for r in all_rows if r["status"] in FINISHED]
-    out = [_header(cfg, env, all_rows, rows), _problems_section(results)]
+    answer = answer_of(cfg, all_rows, plugin_info)
+    out = [
+        _title(cfg, env),
+        _answer_section(answer, bool(rows)),
+        _header(cfg, env, all_rows, rows),
+        _problems_section(results),
+    ]
     if not rows:
         return [*out, ["No finished runs yet."]]
     out += [_inits_section(cfg, plugin_info.get("init", {})), _config_table(cfg, all_rows)]
-    name = cfg["stats"]["baseline"]
-    if name:  # rows name a plug-in by its label
-        baseline = plugin_info.get("init", {}).get(name, {}).get("label", name)
+    if answer.baseline:  # rows name a plug-in by its label
         out += [
-            _paired_section(cfg, rows, baseline),
-            _steps_section(cfg, rows, baseline),
-            _selection_section(cfg, rows, baseline),
+            _paired_section(cfg, answer),
+            _steps_section(cfg, rows, answer.baseline),
+            _selection_section(cfg, rows, answer.baseline),
         ]
     out.append(_emergence_section(cfg, rows))
     out.append(task.report_section(cfg, rows, study.run_dir))
