@@ -68,6 +68,17 @@ def test_cuda_without_cuda_is_refused_before_the_study_starts(
     assert str(exc).startswith("train.device: 'cuda'") and "--device cpu" in str(exc)
 
 
+def test_runs_on_a_ray_cluster_are_not_judged_by_the_drivers_device_or_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = config.load("smoke", [*SMALL, 'train.device="cuda"',
+                                'model.spec="mlp:{features}-100000x50-{classes}"'])  # fmt: skip
+    assert check_runs(expand(cfg), None, here=False) == []
+    with pytest.raises(DeviceUnavailableError):
+        check_runs(expand(cfg), None)
+
+
 # --- emergence scales -----------------------------------------------------------------------
 
 

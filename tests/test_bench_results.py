@@ -224,4 +224,6 @@ def test_the_driver_sets_damage_aside_and_keeps_every_intact_row(tmp_path: Path)
     assert "garbage" in (study.path / SIDE_NAME).read_text()
     assert [r["run_id"] for r in again.rows] == [run["run_id"]]
     assert not (study.path / "runs").exists()
-    assert "runs in results.csv: 1 (ok 1," in again.report_path.read_text()
+    report = again.report_path.read_text()
+    assert "runs in results.csv: 1 (ok 1," in report
+    assert "results.setaside.csv holds 1 line(s) taken out of results.csv" in report

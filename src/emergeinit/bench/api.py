@@ -437,7 +437,9 @@ def _run_study(
         out = Path("runs") / f"{name}-{stamp}"
     runs = expand(cfg)
     concurrency = 1 if runner is not None else (workers or auto_workers(len(runs)))
-    for notice in check_runs(runs, folder, concurrency=concurrency):
+    # Ray runs train on the cluster's nodes: this machine's device and memory say nothing.
+    here = not isinstance(runner, RayExecutor)
+    for notice in check_runs(runs, folder, concurrency=concurrency, here=here):
         observer.notice(notice)
     study = StudyDir(Path(out))
     sinkmod.check_available(kinds)

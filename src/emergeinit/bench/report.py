@@ -11,6 +11,7 @@ task's own (:meth:`.tasks.Task.report_section`), then the plots. The report call
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .markdown import num as _num
 from .markdown import pvalue as _p
 from .markdown import summary as _summary
 from .markdown import table as _table
-from .store import FINISHED, Results
+from .store import FINISHED, SIDE_NAME, Results
 from .study import StudyDir, atomic_write
 from .verdict import MIN_SEEDS, PairedSample, judge_family
 
@@ -223,21 +224,34 @@ def _paired_section(cfg: dict[str, Any], answer: StudyAnswer) -> list[str]:
 
 
 def _problems_section(results: Results) -> list[str]:
-    """What the load of results.csv left out: damaged lines and repeated run ids, named."""
+    """What the load of results.csv left out (damaged lines, earlier rows of repeated run
+    ids), named; and how many lines the driver has set aside to the side file so far."""
+    out: list[str] = []
     problems = results.problems()
-    if not problems:
-        return []
-    lines = [f"- {p}" for p in problems[:20]]
-    if len(problems) > 20:
-        lines.append(f"- and {len(problems) - 20} more")
-    return [
-        f"> **results.csv: {len(problems)} line(s) not counted** (a damaged line is left out; "
-        "of a repeated run id only the last row counts; the next `emergeinit bench` on this "
-        "directory moves them to results.setaside.csv):",
-        "",
-        *lines,
-        "",
-    ]
+    if problems:
+        lines = [f"- {p}" for p in problems[:20]]
+        if len(problems) > 20:
+            lines.append(f"- and {len(problems) - 20} more")
+        out += [
+            f"> **results.csv: {len(problems)} line(s) not counted** (a damaged line is left "
+            "out; of a repeated run id only the last row counts; the next `emergeinit bench` "
+            f"on this directory moves them to {SIDE_NAME}):",
+            "",
+            *lines,
+            "",
+        ]
+    side = results.path.with_name(SIDE_NAME)
+    if side.is_file():
+        with side.open(encoding="utf-8", errors="replace", newline="") as fh:
+            count = sum(1 for _ in csv.reader(fh)) - 1
+        if count > 0:
+            out += [
+                f"> {SIDE_NAME} holds {count} line(s) taken out of results.csv (damaged, or "
+                "superseded by a later row of the same run), with why; see "
+                "docs/scaling.md#the-results-store-resultscsv.",
+                "",
+            ]
+    return out
 
 
 def sections(

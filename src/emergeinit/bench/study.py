@@ -58,13 +58,11 @@ def preflight(
     cfg: dict[str, Any], data_dir: Path | None
 ) -> tuple[dict[str, Any], list[str]]:
     """Everything that can fail before the study starts, raised as ``ConfigError`` naming the
-    key: the device exists, plug-in inits and optimizers resolve (and a plug-in optimizer
-    builds), then the task's own preflight (data files, plug-in datasets, fallbacks). Returns
+    key: plug-in inits and optimizers resolve (and a plug-in optimizer builds), then the task's
+    own preflight (data files, plug-in datasets, fallbacks). Returns
     the config to run and notices for the user."""
-    from .feasibility import check_device
     from .inits import resolve_init
 
-    check_device(cfg["train"]["device"])
     task = tasks.get(cfg["study"]["task"])
     for name in cfg["init"]["names"]:
         if name not in BUILTIN_INITS:
@@ -202,17 +200,22 @@ def _expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_runs(
-    runs: list[dict[str, Any]], data_dir: Path | None, *, concurrency: int = 1
+    runs: list[dict[str, Any]],
+    data_dir: Path | None,
+    *,
+    concurrency: int = 1,
+    here: bool = True,
 ) -> list[str]:
     """Problems every run would hit, raised before anything runs: bad model specs (built on
     the meta device), the task's own (e.g. subsets larger than the data), emergence scales
-    outside the weights' dtype, a model too large for the memory of its device, and plug-in
-    inits, each tried once on the model of its first run. Returns notices (``concurrency``
-    runs at once that may not fit in memory together)."""
+    outside the weights' dtype, and plug-in inits, each tried once on the model of its first
+    run. With ``here`` (the runs train on this machine, not on a cluster's nodes) also the
+    device and a model too large for its memory. Returns notices (``concurrency`` runs at
+    once that may not fit in memory together)."""
     import torch
 
     from ..models import build_model
-    from .feasibility import check_memory, check_scales
+    from .feasibility import check_device, check_memory, check_scales
 
     seen: set[str] = set()
     for run in runs:
@@ -227,7 +230,10 @@ def check_runs(
     if runs:
         tasks.get(runs[0]["task"]).check_runs(runs, data_dir)
     check_scales(runs)
-    notices = check_memory(runs, concurrency)
+    notices: list[str] = []
+    if here and runs:
+        check_device(runs[0]["train"]["device"])  # one train table for the whole study
+        notices = check_memory(runs, concurrency)
     probed: set[str] = set()
     for run in runs:
         name = run["init"]["name"]
