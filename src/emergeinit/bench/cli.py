@@ -20,10 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, EmergeInitError
-from .api import DATA_DIR_ENV, MAX_RUNS, device_override, load_study, run_study, run_text
+from .api import (
+    DATA_DIR_ENV,
+    MAX_RUNS,
+    Study,
+    device_override,
+    load_study,
+    run_study,
+    run_text,
+)
 from .executors import Executor
 from .interrupts import StudyInterrupted, stop_on_signals
 from .store import ResultsWarning
+from .study import StudyDir
 
 __all__ = ["DATA_DIR_ENV", "device_override", "run_bench", "run_report"]
 
@@ -124,9 +133,14 @@ def run_bench(
                 max_runs=max_runs,
                 observer=_Progress(quiet),
             )
-            failed = bool(study.failed)
+            # One more load of results.csv (the report made its own): the exit status and the
+            # Answer both come from it.
+            with warnings.catch_warnings():  # the report's load has just named them
+                warnings.simplefilter("ignore", ResultsWarning)
+                rows = study.rows
+            failed = any(r["status"] == "failed" for r in rows)
             if not quiet:
-                _print_answer(study.dir)
+                _print_answer(study, rows)
         except ConfigError as exc:
             _error(str(exc))
             return 2
@@ -163,7 +177,10 @@ def run_report(study_dir: Path, quiet: bool = False) -> int:
                 raise ConfigError(f"{study_dir} has no results.csv yet; run the study first")
             report = write_report(study.dir)
             if not quiet:
-                _print_answer(study.dir)
+                with warnings.catch_warnings():  # the report's load has just named them
+                    warnings.simplefilter("ignore", ResultsWarning)
+                    rows = study.rows
+                _print_answer(study, rows)
             print(report)
         except ConfigError as exc:
             _error(str(exc))
@@ -182,16 +199,16 @@ def run_report(study_dir: Path, quiet: bool = False) -> int:
     return 0
 
 
-def _print_answer(path: Path) -> None:
-    """The report's Answer on the terminal: the table (verdicts coloured) and its sentences."""
+def _print_answer(study: Study, rows: list[dict[str, Any]]) -> None:
+    """The report's Answer on the terminal (the table, verdicts coloured, and its sentences),
+    judged from ``rows``, the study's results as loaded."""
     from rich.console import Console
 
     from .answer import print_answer
-    from .report import study_answer
+    from .report import answer_of
 
-    with warnings.catch_warnings():  # the report's load has just named them
-        warnings.simplefilter("ignore", ResultsWarning)
-        answer = study_answer(path)
+    plugins = StudyDir(study.dir).environment().get("plugins", {})
+    answer = answer_of(study.config, rows, plugins)
     if answer.baseline:
         print_answer(answer.entries, answer.baseline, Console(highlight=False))
 
