@@ -55,6 +55,16 @@ INITS = BUILTIN_INITS
 BASES = ("kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal")
 
 
+def _plain_name(value: Any) -> str | None:
+    """A study name names a folder under ``runs/``: no path separators."""
+    if "/" in value or "\\" in value or "\0" in value:
+        return (
+            "must be a plain name (it names the folder runs/<name>-<time>), without / or \\; "
+            "to put the study elsewhere, use --out"
+        )
+    return None
+
+
 def _generic() -> dict[str, Any]:
     """The keys every study has; choices that depend on the registered tasks are read now."""
     registered = tasks.registered()
@@ -64,7 +74,13 @@ def _generic() -> dict[str, Any]:
     metrics = tuple(dict.fromkeys(m for t in registered for m in t.metrics))
     return {
         "study": {
-            "name": Field("str", "study", nonempty=True, doc="study name (directory prefix)"),
+            "name": Field(
+                "str",
+                "study",
+                nonempty=True,
+                check=_plain_name,
+                doc="study name (directory prefix under runs/)",
+            ),
             "description": Field("str", "", doc="one paragraph for the report"),
             "task": Field(
                 "str", "classification", choices=task_names, plugin="task", doc="what a run trains"
@@ -346,10 +362,19 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def load_file(path: Path) -> dict[str, Any]:
+    """A study file's raw config; ``ConfigError`` for a file that is missing, unreadable, not
+    UTF-8 or not TOML."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
@@ -387,13 +412,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _set_path(out: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set the dotted ``path`` to ``value``; a table value merges into the table there
+    (``--set 'train={lr=0.1}'`` sets ``train.lr`` and keeps the rest of ``[train]``)."""
     node: dict[str, Any] = out
     for i, part in enumerate(path[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"{what} {'.'.join(path)}: {'.'.join(path[: i + 1])} is a value")
         node = child
-    node[path[-1]] = copy.deepcopy(value)
+    leaf = path[-1]
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        for key, item in value.items():
+            _set_path(node[leaf], [key], item, what)
+        return
+    node[leaf] = copy.deepcopy(value)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:

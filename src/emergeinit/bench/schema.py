@@ -78,8 +78,13 @@ def _type_error(key: str, field: Field, value: Any) -> ConfigError:
         "str_list": "a list of strings",
         "table": "a table",
     }[field.kind]
-    if field.axis:
-        want = f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
+    if field.axis:  # one value or a list of them
+        one = {"bool_list": "true or false", "bool": "true or false"}.get(field.kind)
+        want = (
+            f"{one}, or a list of them"
+            if one
+            else f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
+        )
     return ConfigError(f"{key}: expected {want}, got {value!r}")
 
 
