@@ -482,6 +482,17 @@ def order_rows(
     return sorted(rows, key=key)
 
 
+def _may_change(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a study directory may take a config that differs from its own in ``key``: the
+    analysis (``stats.*``), the description, and more seeds (never fewer, so no finished run
+    drops out of a report unannounced). Every other key changes what the runs compute."""
+    if key.startswith("stats.") or key == "study.description":
+        return True
+    if key == "train.seeds":
+        return set(old["train"]["seeds"]) <= set(new["train"]["seeds"])
+    return False
+
+
 class StudyDirError(ConfigError):
     """The study directory cannot be used (a file, not writable, another study's)."""
 
@@ -552,11 +563,16 @@ class StudyDir:
             # defaults instead of counting as differences.
             old = cfgmod.resolve(cfgmod.load_file(self.config_path))
             differ = cfgmod.diff_keys(old, cfg)
-            if differ:
+            fixed = [key for key in differ if not _may_change(key, old, cfg)]
+            if fixed:
                 raise StudyDirError(
                     f"{self.path} holds a study with a different config (keys that differ: "
-                    f"{', '.join(differ)}); choose another --out or run the same config to resume"
+                    f"{', '.join(fixed)}); choose another --out or run the same config to "
+                    "resume (a study may only gain seeds and change its [stats] table, "
+                    "docs/bench.md#growing-a-study)"
                 )
+            if differ:
+                self._rewrite_config(cfg, differ, old)
             return
         try:
             if self.path.exists() and any(self.path.iterdir()):
@@ -568,6 +584,17 @@ class StudyDir:
             atomic_write(self.config_path, tomli_w.dumps(cfg))
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
+
+    def _rewrite_config(self, cfg: dict[str, Any], differ: list[str], old: dict[str, Any]) -> None:
+        import tomli_w
+
+        try:
+            atomic_write(self.config_path, tomli_w.dumps(cfg))
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+        added = [s for s in cfg["train"]["seeds"] if s not in old["train"]["seeds"]]
+        grown = f"{len(added)} seed(s) added" if added else "no run added"
+        log.warning("study %s grows: %s; changed: %s", self.path, grown, ", ".join(differ))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[bool]:
