@@ -3,7 +3,11 @@
 Two baselines, each measured in the same run, repeats interleaved, medians reported:
 
 1. ``forward``: the model's forward pass on the same batch under ``torch.no_grad()`` (target:
-   measuring costs at most 3x the forward; MLP and CNNs, neuron granularity, default options).
+   measuring costs at most 1.5x the forward; neuron granularity, default options). With
+   ``--baseline REF`` the measure of another git revision of emergeinit (extracted with
+   ``git archive`` into a temporary directory and imported under another name) is timed in the
+   same loop, so "before" and "after" share the machine's load; models it cannot measure show
+   a dash. Hugging Face models (if transformers is installed) take keyword ``pixel_values``.
 2. ``networkx DP``: a straightforward per-node dynamic program over an explicit
    ``networkx.DiGraph`` of the same network's neurons (route multiplicities as edge weights), one
    sample at a time (target: measuring is at least 100x faster per sample). Building the graph is
@@ -11,21 +15,31 @@ Two baselines, each measured in the same run, repeats interleaved, medians repor
    against measure_emergence (max |difference of log10 E| is printed).
 
     python benchmarks/measure_speed.py [--repeats 7] [--threads 1] [--dp-samples 2]
+                                       [--baseline REF] [--only SUBSTRING]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import math
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from emergeinit.measure import measure_emergence
+
+Measure = Callable[[nn.Module, Any], Any]
 
 
 def mlp(widths: list[int]) -> nn.Sequential:
@@ -81,13 +95,81 @@ def resnet(widths: list[int], classes: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-# Forward-ratio cases: (name, model factory, batch shape).
-FORWARD_CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...]]] = [
-    ("MLP 784-1024x3-10, batch 256", lambda: mlp([784, 1024, 1024, 1024, 10]), (256, 784)),
+class UNet(nn.Module):
+    """Three levels: conv-BN-ReLU pairs, max pooling, ConvTranspose2d up, skip concatenation."""
+
+    def __init__(self, widths: list[int], classes: int) -> None:
+        super().__init__()
+
+        def double(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+            )  # fmt: skip
+
+        self.down = nn.ModuleList()
+        cin = 3
+        for width in widths:
+            self.down.append(double(cin, width))
+            cin = width
+        self.up = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(cin, width, 2, stride=2))
+            self.fuse.append(double(2 * width, width))
+            cin = width
+        self.head = nn.Conv2d(cin, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for up, fuse, skip in zip(self.up, self.fuse, reversed(skips[:-1])):
+            x = fuse(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+def grouped(widths: list[int], groups: int, classes: int) -> nn.Sequential:
+    """ResNeXt-like stages: grouped 3x3 convs (stride 2), GroupNorm, GELU, 1x1 mixing."""
+    layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1), nn.GELU()]
+    for a, b in itertools.pairwise(widths):
+        layers += [nn.Conv2d(a, b, 3, 2, 1, groups=groups), nn.GroupNorm(groups, b), nn.GELU(),
+                   nn.Conv2d(b, b, 1), nn.SiLU()]  # fmt: skip
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], classes)]
+    return nn.Sequential(*layers)
+
+
+def huggingface(name: str) -> nn.Module:
+    import transformers as tf
+
+    if name == "resnet":
+        return tf.ResNetForImageClassification(tf.ResNetConfig(
+            embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1], num_labels=10))
+    if name == "convnext":
+        return tf.ConvNextForImageClassification(tf.ConvNextConfig(
+            num_stages=3, hidden_sizes=[32, 64, 128], depths=[1, 1, 1], num_labels=10))
+    return tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config(
+        image_size=64, depth_multiplier=0.5, num_labels=10))  # fmt: skip
+
+
+# Forward-ratio cases: (name, model factory, batch shape, keyword name or None).
+FORWARD_CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...], str | None]] = [
+    ("MLP 784-1024x3-10, batch 256", lambda: mlp([784, 1024, 1024, 1024, 10]), (256, 784), None),
     ("CNN 3x32x32 32-M-64-M-128-M, batch 64",
-     lambda: cnn((3, 32, 32), [32, "M", 64, "M", 128, "M"], 10), (64, 3, 32, 32)),
+     lambda: cnn((3, 32, 32), [32, "M", 64, "M", 128, "M"], 10), (64, 3, 32, 32), None),
     ("ResNet 3x32x32 16x2-32x2-64x2, batch 64", lambda: resnet([16, 32, 64], 10),
-     (64, 3, 32, 32)),
+     (64, 3, 32, 32), None),
+    ("U-Net 3x64x64 16-32-64, ConvT + cat, batch 16", lambda: UNet([16, 32, 64], 2),
+     (16, 3, 64, 64), None),
+    ("grouped CNN 3x32x32 32-64-128 g8, GELU, batch 64", lambda: grouped([32, 64, 128], 8, 10),
+     (64, 3, 32, 32), None),
+    ("HF ResNet 32-64-128, pixel_values 64x64, batch 32", lambda: huggingface("resnet"),
+     (32, 3, 64, 64), "pixel_values"),
+    ("HF ConvNeXt 32-64-128, pixel_values 64x64, batch 32", lambda: huggingface("convnext"),
+     (32, 3, 64, 64), "pixel_values"),
+    ("HF MobileNetV2 x0.5, pixel_values 64x64, batch 32", lambda: huggingface("mobilenet"),
+     (32, 3, 64, 64), "pixel_values"),
 ]  # fmt: skip
 
 # DP cases: small enough for an explicit networkx graph (a few 10^5 edges).
@@ -102,22 +184,58 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
 
-def forward_ratio(name: str, model: nn.Module, x: torch.Tensor, repeats: int) -> None:
-    with torch.no_grad():
-        model(x)
-    measure_emergence(model, x)  # warm: fx trace and caches, as in a training loop
+def forward_ratio(
+    name: str, model: nn.Module, x: torch.Tensor, keyword: str | None, repeats: int,
+    before: Measure | None,
+) -> None:  # fmt: skip
+    inputs: Any = {keyword: x} if keyword else x
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**inputs) if keyword else model(inputs)
+
+    forward()
+    measure_emergence(model, inputs)  # warm: the graph capture is cached, as in a training loop
+    if before is not None:
+        try:
+            before(model, inputs)
+        except Exception:  # the earlier version cannot measure this model
+            before = None
     fwd: list[float] = []
     meas: list[float] = []
+    old: list[float] = []
     for _ in range(repeats):
         start = time.perf_counter()
-        with torch.no_grad():
-            model(x)
+        forward()
         fwd.append(time.perf_counter() - start)
         start = time.perf_counter()
-        measure_emergence(model, x)
+        measure_emergence(model, inputs)
         meas.append(time.perf_counter() - start)
+        if before is not None:
+            start = time.perf_counter()
+            before(model, inputs)
+            old.append(time.perf_counter() - start)
+    # Medians, and the ratio of the fastest runs too: on a machine shared with other jobs the
+    # minimum is the least disturbed estimate of each cost.
     f, m = median_ms(fwd), median_ms(meas)
-    print(f"{name:<42} forward {f:8.2f} ms  measure {m:8.2f} ms  ratio {m / f:5.2f}x (<= 3)")
+    was = f"{median_ms(old) / f:5.2f}x" if old else "    -"
+    best = min(meas) / min(fwd)
+    was_best = f"{min(old) / min(fwd):5.2f}x" if old else "    -"
+    print(f"{name:<52} forward {f:8.2f} ms  measure {m:8.2f} ms  ratio {m / f:5.2f}x "
+          f"(min {best:5.2f}x; <= 1.5)  before {was} (min {was_best})")  # fmt: skip
+
+
+def load_baseline(ref: str) -> Measure:
+    """measure_emergence of git revision ``ref``, imported as the package ``emergeinit_before``."""
+    root = Path(__file__).resolve().parents[1]
+    target = Path(tempfile.mkdtemp(prefix="emergeinit-before-"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src/emergeinit"],
+                             check=True, capture_output=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    (target / "src" / "emergeinit").rename(target / "emergeinit_before")
+    sys.path.insert(0, str(target))
+    module = importlib.import_module("emergeinit_before.measure")
+    return module.measure_emergence  # type: ignore[no-any-return]
 
 
 # --- the straightforward baseline ------------------------------------------------------------
@@ -254,15 +372,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dp-samples", type=int, default=2, help="samples the DP is timed on")
+    parser.add_argument("--baseline", help="a git revision whose measure is timed alongside")
+    parser.add_argument("--only", default="", help="run only cases whose name contains this")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians")
+    before = load_baseline(args.baseline) if args.baseline else None
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians"
+          + (f", before = {args.baseline}" if args.baseline else ""))  # fmt: skip
     print("\nmeasure_emergence vs the model's forward (eval mode, neuron granularity):")
-    for name, factory, shape in FORWARD_CASES:
-        torch.manual_seed(0)
-        forward_ratio(name, factory().eval(), torch.randn(shape), args.repeats)
+    for name, factory, shape, keyword in FORWARD_CASES:
+        if args.only not in name:
+            continue
+        try:
+            torch.manual_seed(0)
+            model = factory().eval()
+        except ImportError:
+            print(f"{name:<52} skipped (transformers is not installed)")
+            continue
+        forward_ratio(name, model, torch.randn(shape), keyword, args.repeats, before)
     print("\nmeasure_emergence vs a per-node DP over an explicit networkx graph (form=cross):")
     for name, factory, shape in DP_CASES:
+        if args.only not in name:
+            continue
         torch.manual_seed(0)
         model = factory().eval()
         assert isinstance(model, nn.Sequential)

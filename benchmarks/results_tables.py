@@ -22,7 +22,8 @@ from typing import Any
 
 from emergeinit.bench import stats
 from emergeinit.bench.labels import label
-from emergeinit.bench.study import FINISHED, StudyDir, typed_rows
+from emergeinit.bench.store import FINISHED
+from emergeinit.bench.study import StudyDir
 
 Row = dict[str, Any]
 
@@ -221,7 +222,7 @@ def main() -> None:
     args = parser.parse_args()
     study = StudyDir(args.study)
     cfg = study.load_config()
-    rows = [r for r in typed_rows(study.results_path) if r["status"] in FINISHED]
+    rows = [r for r in study.results(cfg).rows if r["status"] in FINISHED]
     baseline = args.baseline or cfg["stats"]["baseline"]
     primary = cfg["stats"]["primary"]
     if args.table == "accuracy":

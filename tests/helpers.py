@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,3 +47,18 @@ class ShortcutFirst(nn.Module):
         out = self.conv2(torch.relu(self.bn(self.conv1(x))))
         out = torch.relu(out + self.shortcut(x))
         return self.head(out.mean(dim=(2, 3)))
+
+
+def damaged_fashion_mnist(folder: Path) -> Path:
+    """A Fashion-MNIST folder whose four IDX files exist but hold garbage.
+
+    A study accepts it (the files are there and the dataset's sizes are known without reading
+    them), and every run that loads it fails: a crash that happens on any machine, with or
+    without a GPU.
+    """
+    from emergeinit.bench.data import idx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in idx.FILES.values():
+        (folder / stem).write_bytes(b"this is not an IDX file")
+    return folder

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 
 from emergeinit.bench import config, stats
 from emergeinit.bench.labels import label
-from emergeinit.bench.study import expand, result_row, run_id
+from emergeinit.bench.study import count_runs, expand, order_rows, result_row, run_id
 from emergeinit.errors import ConfigError
 
 TWO = {"optimizer": ["sgd", "adamw"], "lr": {"sgd": [0.05, 0.1], "adamw": 0.001}}
@@ -97,7 +98,7 @@ def test_set_can_change_one_entry_of_a_table() -> None:
     assert cfg["train"]["weight_decay"] == {"sgd": 0.0, "adamw": 0.1}
 
 
-def test_a_full_table_replaces_a_keyed_value_whole(tmp_path) -> None:
+def test_a_full_table_sets_a_keyed_value(tmp_path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(
         '[study]\nname = "s"\n[init]\nnames = ["kaiming"]\n[train]\noptimizer = ["sgd", "adamw"]'
@@ -107,6 +108,13 @@ def test_a_full_table_replaces_a_keyed_value_whole(tmp_path) -> None:
     assert config.load(str(path))["train"]["lr"] == {"sgd": [0.1], "adamw": [0.001]}
     full = config.load(str(path), full=True)
     assert full["train"]["lr"] == {"sgd": [0.1, 0.2], "adamw": [0.001, 0.003]}
+    # A table merges into a table (the entries it names), and replaces a list.
+    merged = config.load(str(path), ["train.lr={adamw=[0.01]}"])
+    assert merged["train"]["lr"] == {"sgd": [0.1], "adamw": [0.01]}
+    assert config.load("smoke", ["train.optimizer=['sgd','adam']",
+                                 "train.lr={sgd=0.1,adam=0.01}"])["train"]["lr"] == {
+        "sgd": [0.1], "adam": [0.01]
+    }  # fmt: skip
     path.write_text(path.read_text().replace('"train.lr" = {', '"train.lr.sgd" = [0.3]\nx = {'))
     with pytest.raises(ConfigError, match=r"full\.train\.lr\.sgd: give train\.lr as a whole"):
         config.load(str(path))
@@ -254,3 +262,26 @@ def test_the_new_presets_resolve_with_a_full_size() -> None:
     assert variants == {("call", "auto"), ("graph", "auto"), ("call", "blocks")}
     full = config.load("results-resnet", full=True)
     assert full["data"]["train_size"] == 0 and full["train"]["epochs"] == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("results-adamw", []),
+        ("results-resnet", []),
+        # The defaults (empty cells) listed last: the rows still follow the config's order.
+        ("results-resnet", ["init.order=['graph','call']", "init.units=['blocks','auto']",
+                            "init.exclude=[]"]),
+    ],
+)  # fmt: skip
+def test_counting_and_ordering_follow_the_new_axes(name: str, overrides: list[str]) -> None:
+    cfg = config.load(name, ["train.seeds=2", "stats.select_seeds=1", *overrides])
+    runs = expand(cfg)
+    assert count_runs(cfg) == len(runs)
+    rows = [result_row(r, {"status": "ok"}) for r in runs]
+    typed = [{k: (None if v == "" and k not in ("order", "units") else v) for k, v in r.items()}
+             for r in rows]  # fmt: skip
+    shuffled = typed[::-1]
+    random.Random(0).shuffle(shuffled)
+    ordered = order_rows(shuffled, cfg)
+    assert [r["run_id"] for r in ordered] == [r["run_id"] for r in runs]

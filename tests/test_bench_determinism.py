@@ -26,6 +26,7 @@ def _run(tmp: Path, name: str, overrides: list[str], init: str = "kaiming") -> t
     return summary, [{k: v for k, v in e.items() if k not in TIMING} for e in events]
 
 
+@pytest.mark.slow
 def test_same_run_twice_is_identical(tmp_path: Path) -> None:
     a, events_a = _run(tmp_path, "a", [], "emergence")
     b, events_b = _run(tmp_path, "b", [], "emergence")

@@ -88,13 +88,32 @@ def test_run_bench_full_exits_2_without_a_table(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_cli_full_flag_reaches_the_config(tmp_path: Path) -> None:
-    # An invalid --set after --full: the error names the key, so --full was parsed and applied.
-    target = _study(tmp_path, '"train.epochs" = 2')
+    # A study small enough to run: --full doubles its seeds and epochs, and a --set after
+    # --full wins over the [full] table. The written config shows what was applied.
+    target = tmp_path / "tiny.toml"
+    target.write_text(
+        '[study]\nname = "tiny"\n'
+        '[data]\nval_size = 64\n[data.synthetic]\nclasses = 2\nshape = [1, 2, 2]\n'
+        "train = 192\ntest = 64\n"
+        '[model]\nspec = "mlp:{features}-4-{classes}"\n'
+        '[init]\nnames = ["kaiming"]\n'
+        "[train]\nepochs = 1\nseeds = 1\nbatch_size = 64\n"
+        '[measure]\nenabled = false\n[stats]\nbaseline = ""\n'
+        '[full]\n"train.epochs" = 3\n"train.seeds" = 2\n'
+    )
     out = tmp_path / "o"
     result = CliRunner().invoke(
-        app, ["bench", target, "--full", "--set", "train.epochs=0", "--out", str(out), "--quiet"]
-    )
+        app, ["bench", str(target), "--full", "--set", "train.epochs=2", "--out", str(out),
+              "--quiet", "--workers", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    applied = config.load(str(out / "config.toml"))
+    assert applied["train"]["seeds"] == [0, 1]  # from [full]
+    assert applied["train"]["epochs"] == 2  # --set after --full
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 2  # header + 2 seeds
+
+    result = CliRunner().invoke(app, ["bench", "smoke", "--full", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
-    result = CliRunner().invoke(app, ["bench", "smoke", "--full", "--out", str(out)])
-    assert result.exit_code == 2
+    assert "no [full] table" in result.output and not (tmp_path / "x").exists()

@@ -56,6 +56,7 @@ def stop_at_20(step: int, total: int) -> None:
         raise Stop
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_match_the_single_process_run(tmp_path: Path) -> None:
     cfg = config.load("smoke", STUDY)
     fresh, resumed = expand(cfg)
@@ -144,6 +145,7 @@ def _ranks(rank: int, world: int, store: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_with_different_weights_are_caught(tmp_path: Path) -> None:
     mp.spawn(_ranks, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))

@@ -12,6 +12,7 @@ from emergeinit import emergence_init_
 transformers = pytest.importorskip("transformers")
 
 
+@pytest.mark.slow
 def test_bert_layers_are_blocks() -> None:
     config = transformers.BertConfig(
         vocab_size=50,

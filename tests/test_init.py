@@ -1,4 +1,4 @@
-"""emergence_init_ (SPEC 1.1, 1.3-1.6): equivalence to the base init, identity, invariances."""
+"""emergence_init_ (docs/method.md): equivalence to the base init, identity, invariances."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""graph_emergence: Li's E(G, H) on explicit DAGs, exact and in log space (SPEC 2.1)."""
+"""graph_emergence: Li's E(G, H) on explicit DAGs, exact and in log space (docs/measure.md,
+"On a graph")."""
 
 from __future__ import annotations
 

@@ -116,3 +116,24 @@ def test_bad_options_fail_at_construction(kwargs: dict[str, object], message: st
 def test_bad_probe() -> None:
     with pytest.raises(ConfigError, match="probe"):
         EmergenceTracker([])
+
+
+def test_keyword_probe() -> None:
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 8)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.fc(features)))
+
+    torch.manual_seed(0)
+    net = Keyword()
+    probe = torch.randn(6, 4)
+    tracker = EmergenceTracker({"features": probe}, every=1)
+    record = tracker.step(net, 0)
+    assert record is not None
+    assert record["log10_e_mean"] == measure_emergence(net, probe).log10_e_mean
+    probe.zero_()  # the tracker keeps its own copy
+    assert tracker.measure(net).log10_e_mean == record["log10_e_mean"]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import damaged_fashion_mnist
 
 from emergeinit.bench import config
 from emergeinit.bench.cli import run_bench
@@ -72,6 +73,7 @@ def _holders(lock: Path) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: Any) -> None:
     (run,) = expand(config.load("smoke", LONG))
@@ -114,16 +116,17 @@ def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: An
     assert events(folder) == events(tmp_path / "ref")  # resumed: every event exactly once
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.slow
 def test_a_run_that_keeps_failing_is_recorded_as_failed(
     tmp_path: Path, ray_instance: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    overrides = ["train.seeds=[0,1]", "init.names=['kaiming']", 'train.device="cuda"']
-    code = run_bench("smoke", tmp_path / "s", overrides, quiet=True, executor="ray",
-                     max_retries=1)  # fmt: skip
+    data = damaged_fashion_mnist(tmp_path / "data")
+    overrides = ["train.seeds=[0,1]", "init.names=['kaiming']", "data.dataset='fashion-mnist'"]
+    code = run_bench("smoke", tmp_path / "s", overrides, quiet=True, data_dir=data,
+                     executor="ray", max_retries=1)  # fmt: skip
     assert code == 1
     table = rows(tmp_path / "s")
     assert [r["status"] for r in table] == ["failed", "failed"]
-    assert all("CUDA" in r["error"] or "cuda" in r["error"] for r in table)
+    assert all("not an IDX file" in r["error"] for r in table)
     assert "crashed" in capfd.readouterr().err
     assert (tmp_path / "s" / "report.md").is_file()

@@ -1,4 +1,4 @@
-"""The exponent schedule (SPEC 1.3): tables, parity, pivots, validation."""
+"""The exponent schedule (docs/method.md, "The rule"): tables, parity, pivots, validation."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from emergeinit.bench.checkpoint import load
 from emergeinit.bench.runner import execute_run
 from emergeinit.bench.study import expand
 
+pytestmark = pytest.mark.slow  # each test trains a translation run twice
+
 TIMING = {"train_seconds", "eval_seconds"}
 
 

@@ -66,6 +66,7 @@ def test_preflight_rejects_misaligned_files_before_any_run(
     assert not (tmp_path / "study").exists()
 
 
+@pytest.mark.slow
 def test_parallel_bpe_study_in_process(tmp_path: Path) -> None:
     pytest.importorskip("sacremoses")
     data = parallel(tmp_path / "data")

@@ -59,6 +59,7 @@ def run(data, seed: int = 0, settings: TrainSettings = QUICK):  # type: ignore[n
     return outcome, events
 
 
+@pytest.mark.slow
 def test_training_streams_metrics_and_scores(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     outcome, events = run(data)
     kinds = [e["event"] for e in events]
@@ -72,6 +73,7 @@ def test_training_streams_metrics_and_scores(data, tmp_path: Path) -> None:  # t
     assert outcome.val_losses[-1] < outcome.val_losses[0] * 1.05
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_seed_changes_order(data) -> None:  # type: ignore[no-untyped-def]
     short = TrainSettings(epochs=1, lr=3e-3, warmup=5, max_tokens=512, log_every=1, beam=1,
                           max_steps=4, max_len_a=0.0, max_len_b=2)
@@ -81,6 +83,7 @@ def test_same_seed_same_run_and_seed_changes_order(data) -> None:  # type: ignor
     assert losses[0] != losses[2]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_ends_run_as_diverged(data) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = build_transformer(data.src_vocab, data.tgt_vocab, "tiny")

@@ -20,7 +20,7 @@ class NoUnitsError(ConfigError):
 
 
 class TracingError(EmergeInitError, RuntimeError):
-    """The example forward pass used to find the depth order failed."""
+    """A forward pass of the model on the given example (or probe) inputs failed."""
 
 
 class ScaleRangeError(EmergeInitError, ArithmeticError):

@@ -9,9 +9,10 @@ so they say only what the table says. Definitions: ``docs/verdicts.md``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -48,9 +49,32 @@ NOT_APPLICABLE = "–"
 
 
 class AnswerEntry(NamedTuple):
-    setting: str  # e.g. "fashion-mnist mlp adam lr=0.001"
+    """One row of the Answer: a candidate init in a setting, its verdict on one metric.
+
+    ``config`` (in a study's Answer) holds the compared configuration's axes as its result rows
+    name them: ``dataset``, ``model``, ``optimizer``, ``lr``, ``init``, ``base``, ``alpha``,
+    ``pivot``, ``head``.
+    """
+
+    setting: str  # e.g. "fashion-mnist · mlp:784-256x6-10 · sgd lr=0.05"
     init: str  # e.g. "emergence α=1.2"
     verdict: Verdict
+    config: Mapping[str, Any] | None = None
+
+    @property
+    def metric(self) -> str:
+        return self.verdict.metric
+
+    @property
+    def word(self) -> Word:
+        return self.verdict.word
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``setting``, ``init``, ``config`` and the verdict's fields
+        (:meth:`.verdict.Verdict.to_dict`: ``metric``, ``word``, ``reason``, ``mean_diff``,
+        ``ci``, ``margin``, ``mde``, ``seeds_needed``, ...)."""
+        head = {"setting": self.setting, "init": self.init, "config": dict(self.config or {})}
+        return head | self.verdict.to_dict()
 
 
 def metric_label(metric: str) -> str:
@@ -107,12 +131,13 @@ def _seeds_cell(v: Verdict) -> str:
 def answer_cells(entries: Sequence[AnswerEntry]) -> list[list[str]]:
     """The table's cells, one list per entry (shared by the markdown and the rich table)."""
     rows = []
-    for setting, init, v in entries:
+    for entry in entries:
+        v = entry.verdict
         margin = format_margin(v.margin, v.metric).removesuffix(" points")
         mde = format_value(v.mde, v.metric, signed=False) if v.mde is not None else "n/a"
         rows.append([
-            setting, init, metric_label(v.metric), _difference(v), _verdict_cell(v), margin,
-            mde, _seeds_cell(v),
+            entry.setting, entry.init, metric_label(v.metric), _difference(v), _verdict_cell(v),
+            margin, mde, _seeds_cell(v),
         ])  # fmt: skip
     return rows
 
@@ -192,8 +217,8 @@ def answer_sentences(entries: Sequence[AnswerEntry], baseline: str) -> list[str]
     if not entries:
         return [f"There is no comparison against {baseline}."]
     by_init: dict[str, dict[str, list[Verdict]]] = {}
-    for _, init, v in entries:
-        by_init.setdefault(init, {}).setdefault(v.metric, []).append(v)
+    for entry in entries:
+        by_init.setdefault(entry.init, {}).setdefault(entry.metric, []).append(entry.verdict)
     sentences = []
     for init, metrics in by_init.items():
         clauses = [_clause(metric, verdicts) for metric, verdicts in metrics.items()]
@@ -204,18 +229,24 @@ def answer_sentences(entries: Sequence[AnswerEntry], baseline: str) -> list[str]
     return sentences
 
 
+def _units(entries: Sequence[AnswerEntry]) -> str:
+    """``accuracies in percentage points`` (and/or ``BLEU and chrF in their points``)."""
+    units = []
+    if any(points_scale(e.verdict.metric) != 1.0 for e in entries):
+        units.append("accuracies in percentage points")
+    if any(unit(e.verdict.metric) and points_scale(e.verdict.metric) == 1.0 for e in entries):
+        units.append("BLEU and chrF in their points")
+    return " and ".join(units)
+
+
 def _how_to_read(entries: Sequence[AnswerEntry]) -> str:
     confidence, power = _confidence(entries), _power(entries)
     tested = sum(1 for e in entries if e.verdict.p_holm is not None)
     level = f"{confidence:.0%}" if confidence is not None else "the study's"
     alpha = f"{1 - confidence:.2g}" if confidence is not None else "1 - confidence"
     strength = f"{power:.0%}" if power is not None else "the study's"
-    units = []
-    if any(points_scale(e.verdict.metric) != 1.0 for e in entries):
-        units.append("accuracies in percentage points")
-    if any(unit(e.verdict.metric) and points_scale(e.verdict.metric) == 1.0 for e in entries):
-        units.append("BLEU and chrF in their points")
-    shown = f"Differences, margins and MDE: {' and '.join(units)}. " if units else ""
+    units = _units(entries)
+    shown = f"Differences, margins and MDE: {units}. " if units else ""
     return (
         f"{shown}*better*/*worse*: the {level} interval excludes 0 and the Holm p (over "
         f"{_count(tested, 'tested comparison')}) is below {alpha}; *equivalent*: two one-sided "
@@ -250,15 +281,46 @@ def answer_markdown(entries: Sequence[AnswerEntry], baseline: str) -> str:
 
 
 def answer_table(entries: Sequence[AnswerEntry], baseline: str) -> Table:
-    """The same table as :func:`answer_markdown`, as a ``rich`` table with coloured verdicts."""
-    table = Table(title=f"Answer: against {baseline}", title_justify="left")
+    """The same table as :func:`answer_markdown`, as a ``rich`` table with coloured verdicts.
+
+    Made for a terminal, 80 columns included: the title names the baseline, and the setting
+    when every entry shares one; the caption gives the units, and the margin when every entry
+    shares one (instead of columns repeating them); the difference breaks before its interval.
+    """
+    cells = answer_cells(entries)
+    one_setting = len({row[0] for row in cells}) == 1
+    one_margin = len({row[5] for row in cells}) == 1
+    title = f"Answer: against {baseline}"
+    if one_setting:
+        title += f" in {cells[0][0]}"
+    notes = []
+    if one_margin:
+        notes.append(f"Margin {cells[0][5]} for every comparison.")
+    units = _units(entries)
+    if units:
+        notes.append(f"{units[0].upper()}{units[1:]}.")
+    table = Table(
+        title=escape(title), title_justify="left", caption=escape(" ".join(notes)) or None,
+        caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    )  # fmt: skip
+    level = _confidence(entries)
+    names = _columns(baseline, level)
+    names[3] = f"difference\n[{level:.0%} CI]" if level is not None else "difference\n[CI]"
+    names[7] = "seeds\nneeded"
     numbers = (3, 5, 6, 7)  # difference, margin, MDE, seeds needed: right-aligned
-    for i, name in enumerate(_columns(baseline, _confidence(entries))):
-        table.add_column(name, justify="right" if i in numbers else "left", overflow="fold")
-    for (_, _, v), row in zip(entries, answer_cells(entries), strict=True):
-        cells = [escape(c) for c in row]
-        cells[4] = f"[{STYLES[v.word]}]{cells[4]}[/]"
-        table.add_row(*cells)
+    dropped = {0} if one_setting else set()
+    dropped |= {5} if one_margin else set()
+    keep = [i for i in range(8) if i not in dropped]
+    for i in keep:
+        table.add_column(
+            names[i], justify="right" if i in numbers else "left", overflow="fold",
+            no_wrap=i in (3, 5, 6),
+        )  # fmt: skip
+    for entry, row in zip(entries, cells, strict=True):
+        shown = [escape(c) for c in row]
+        shown[3] = shown[3].replace(" [", "\n[", 1)
+        shown[4] = f"[{STYLES[entry.word]}]{shown[4]}[/]"
+        table.add_row(*[shown[i] for i in keep])
     return table
 
 

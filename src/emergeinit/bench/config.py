@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from . import tasks
 from .labels import BUILTIN_INITS, EMERGENCE_INITS
 from .optim import BUILTIN as OPTIMIZERS
 from .schema import Field, coerce, fraction, merge, resolve_table, unit_interval_open, unknown_key
+from .verdict import DEFAULT_POWER, has_direction, resolve_margins
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,6 +65,16 @@ ORDERS: tuple[str, ...] = get_args(DepthOrder)
 UNITS: tuple[str, ...] = get_args(UnitsMode)
 
 
+def _plain_name(value: Any) -> str | None:
+    """A study name names a folder under ``runs/``: no path separators."""
+    if "/" in value or "\\" in value or "\0" in value:
+        return (
+            "must be a plain name (it names the folder runs/<name>-<time>), without / or \\; "
+            "to put the study elsewhere, use --out"
+        )
+    return None
+
+
 def _generic() -> dict[str, Any]:
     """The keys every study has; choices that depend on the registered tasks are read now."""
     registered = tasks.registered()
@@ -72,7 +84,13 @@ def _generic() -> dict[str, Any]:
     metrics = tuple(dict.fromkeys(m for t in registered for m in t.metrics))
     return {
         "study": {
-            "name": Field("str", "study", nonempty=True, doc="study name (directory prefix)"),
+            "name": Field(
+                "str",
+                "study",
+                nonempty=True,
+                check=_plain_name,
+                doc="study name (directory prefix under runs/)",
+            ),
             "description": Field("str", "", doc="one paragraph for the report"),
             "task": Field(
                 "str", "classification", choices=task_names, plugin="task", doc="what a run trains"
@@ -217,6 +235,10 @@ def _generic() -> dict[str, Any]:
             "confidence": Field("float", 0.95, check=unit_interval_open),
             "select_metric": Field("str", "val_acc_final", choices=metrics),
             "select_seeds": Field("int", 0, low=0, doc="seeds used to choose alpha; 0 = half"),
+            "margin": Field(
+                "table", {}, doc="equivalence margin per metric, in its units; see verdicts.md"
+            ),
+            "power": Field("float", DEFAULT_POWER, check=unit_interval_open, doc="for the MDE"),
         },
     }
 
@@ -283,6 +305,39 @@ def _task_checks(cfg: dict[str, Any], task: tasks.Task) -> None:
                 f"stats: {metric!r} is not measured by {task.name} runs; use "
                 f"{', '.join(task.metrics)}"
             )
+    _margin_checks(stats, task)
+
+
+def _margin_checks(stats: dict[str, Any], task: tasks.Task) -> None:
+    """``stats.margin``: a metric of the task -> a finite margin > 0 in the metric's units.
+    With a baseline, every primary metric gets a verdict, so it needs a known direction and a
+    margin (its default or the user's; see docs/verdicts.md#margins)."""
+    for metric, margin in stats["margin"].items():
+        key = f"stats.margin.{metric}"
+        if metric not in task.metrics:
+            raise ConfigError(
+                f"{key}: {metric!r} is not measured by {task.name} runs; use "
+                f"{', '.join(task.metrics)}"
+            )
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {margin!r}")
+        if not math.isfinite(margin) or margin <= 0:
+            raise ConfigError(f"{key}: must be finite and > 0, got {margin!r}")
+    if not stats["baseline"]:
+        return  # no comparison, no verdict, no margin needed
+    for metric in stats["primary"]:
+        if not has_direction(metric):
+            raise ConfigError(
+                f"stats.primary: {metric!r} has no known direction (is higher better?), so no "
+                "verdict can call a difference better or worse; a name with 'acc' as a "
+                "'_'-separated part is higher-better, one ending in 'loss' lower-better "
+                '(docs/verdicts.md#the-four-words); or set stats.baseline = ""'
+            )
+    try:
+        resolve_margins(stats["primary"], stats["margin"])
+    except ConfigError as exc:
+        raise ConfigError(f"stats.margin: {exc}") from None
+
 
 
 def optimizers(cfg: Mapping[str, Any]) -> list[str]:
@@ -465,10 +520,19 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def load_file(path: Path) -> dict[str, Any]:
+    """A study file's raw config; ``ConfigError`` for a file that is missing, unreadable, not
+    UTF-8 or not TOML."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
@@ -506,13 +570,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _set_path(out: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set the dotted ``path`` to ``value``; a table value merges into the table there
+    (``--set 'train={lr=0.1}'`` sets ``train.lr`` and keeps the rest of ``[train]``)."""
     node: dict[str, Any] = out
     for i, part in enumerate(path[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"{what} {'.'.join(path)}: {'.'.join(path[: i + 1])} is a value")
         node = child
-    node[path[-1]] = copy.deepcopy(value)
+    leaf = path[-1]
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        for key, item in value.items():
+            _set_path(node[leaf], [key], item, what)
+        return
+    node[leaf] = copy.deepcopy(value)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -2,19 +2,23 @@
 
 Every number is over seeds (mean, std, t confidence interval, n); comparisons are paired by
 seed against the declared baseline and Holm-corrected across the study's family of comparisons
-(see ``docs/bench.md#statistics-in-the-report``). The sections are assembled in one place,
-:func:`sections`: the generic ones, then the task's own (:meth:`.tasks.Task.report_section`),
-then the plots. The report calls :mod:`.plots`; the plots never call the report.
+(see ``docs/bench.md#statistics-in-the-report``). The report opens with the Answer: a verdict
+for every comparison (:func:`study_answer`, see ``docs/bench.md#reading-the-answer``). The
+sections are assembled in one place, :func:`sections`: the Answer, the generic ones, then the
+task's own (:meth:`.tasks.Task.report_section`), then the plots. The report calls
+:mod:`.plots`; the plots never call the report.
 """
 
 from __future__ import annotations
 
-import json
+import csv
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import stats, tasks
+from .answer import AnswerEntry, answer_markdown
 from .config import learning_rates, optimizers
 from .inits import DESCRIPTIONS
 from .labels import EMERGENCE_INITS, label, setting_label
@@ -22,11 +26,24 @@ from .markdown import num as _num
 from .markdown import pvalue as _p
 from .markdown import summary as _summary
 from .markdown import table as _table
-from .study import FINISHED, StudyDir, atomic_write, typed_rows
+from .store import FINISHED, SIDE_NAME, Results
+from .study import StudyDir, atomic_write
+from .verdict import MIN_SEEDS, PairedSample, judge_family
 
 Row = dict[str, Any]
 
-__all__ = ["build_report", "sections", "write_report"]
+__all__ = ["StudyAnswer", "answer_of", "build_report", "sections", "study_answer", "write_report"]
+
+
+def _title(cfg: dict[str, Any], env: dict[str, Any]) -> list[str]:
+    """The report's title, the study's description and its notices (a dataset replaced by its
+    fallback, say): what the Answer below must be read with."""
+    out: list[str] = [f"# Study `{cfg['study']['name']}`", ""]
+    if cfg["study"]["description"]:
+        out += [cfg["study"]["description"].strip(), ""]
+    for notice in env.get("notices", []):
+        out += [f"> **{notice}**", ""]
+    return out
 
 
 def _header(
@@ -34,9 +51,7 @@ def _header(
 ) -> list[str]:
     task = tasks.get(cfg["study"]["task"])
     seeds = sorted({r["seed"] for r in rows})
-    out: list[str] = [f"# Study `{cfg['study']['name']}`", ""]
-    if cfg["study"]["description"]:
-        out += [cfg["study"]["description"].strip(), ""]
+    out: list[str] = ["## Setup", ""]
     counts = {s: sum(r["status"] == s for r in all_rows) for s in ("ok", "diverged", "failed")}
     out += [
         f"- task: {cfg['study']['task']}; datasets: {', '.join(cfg['data']['dataset'])}",
@@ -52,8 +67,6 @@ def _header(
         f"- {task.diverged_rule}",
         "",
     ]
-    for notice in env.get("notices", []):
-        out += [f"> **{notice}**", ""]
     return out
 
 
@@ -96,51 +109,181 @@ def _config_table(cfg: dict[str, Any], all_rows: list[Row]) -> list[str]:
     return out + _table(header, table)
 
 
-def _paired_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> list[str]:
+@dataclass(frozen=True)
+class StudyAnswer:
+    """A study's verdicts: every candidate configuration against the baseline in the same
+    setting, on every primary metric, paired by seed (``docs/bench.md#reading-the-answer``).
+
+    ``entries`` and ``comparisons`` (the paired table's, :func:`.stats.compare_to_baseline`)
+    are in the same order, one per comparison; ``baseline`` is the baseline init's label, ``""``
+    when the study declares none (then there is nothing to judge).
+    """
+
+    baseline: str
+    entries: list[AnswerEntry] = field(default_factory=list)
+    comparisons: list[stats.Comparison] = field(default_factory=list)
+
+
+def _baseline_label(cfg: dict[str, Any], plugin_info: dict[str, Any]) -> str:
+    name: str = cfg["stats"]["baseline"]
+    return str(plugin_info.get("init", {}).get(name, {}).get("label", name)) if name else ""
+
+
+def answer_of(
+    cfg: dict[str, Any], rows: list[Row], plugin_info: dict[str, Any] | None = None
+) -> StudyAnswer:
+    """The verdicts of a study with resolved config ``cfg`` and result rows ``rows`` (as
+    :meth:`.study.StudyDir.results` reads them; rows of failed runs are left out).
+
+    The comparisons are the paired table's: each non-baseline configuration against the
+    baseline init in its setting, on each primary metric, over the seeds *both* have a
+    finished run for (a seed one side has not run, or whose run crashed, is left out; a
+    diverged run counts with the metric it reached). A finished run without a value for the
+    metric (an empty or nan cell) stays in as a seed with no value, which makes the verdict
+    inconclusive and says so. One Holm family for the whole study (:func:`.verdict.judge_family`:
+    the comparisons with at least 3 seeds and a value on each); the paired table shows the
+    same adjusted p-values. ``plugin_info`` is ``environment.json``'s ``plugins`` (how rows
+    name a plug-in baseline).
+    """
+    baseline = _baseline_label(cfg, plugin_info or {})
+    if not baseline:
+        return StudyAnswer("")
+    conf = cfg["stats"]["confidence"]
+    finished = [r for r in rows if r["status"] in FINISHED]
+    comps = stats.compare_to_baseline(finished, baseline, cfg["stats"]["primary"], conf)
+    configs = stats.group(finished, stats.CONFIG)
+    baselines = stats.group([r for r in finished if r["init"] == baseline], stats.SETTING)
+    samples = []
+    for c in comps:
+        mine = {r["seed"]: r.get(c.metric) for r in configs[c.config]}
+        theirs = {r["seed"]: r.get(c.metric) for r in baselines[c.config[: len(stats.SETTING)]]}
+        seeds = sorted(set(mine) & set(theirs))
+        samples.append(PairedSample(c.metric, [mine[k] for k in seeds], [theirs[k] for k in seeds]))
+    verdicts = judge_family(
+        samples, margins=cfg["stats"]["margin"], confidence=conf, power=cfg["stats"]["power"]
+    )
+    entries = []
+    for c, v in zip(comps, verdicts, strict=True):
+        config = dict(zip(stats.CONFIG, c.config, strict=True))
+        entries.append(AnswerEntry(setting_label(config), label(config), v, config))
+    return StudyAnswer(baseline, entries, comps)
+
+
+def study_answer(path: Path) -> StudyAnswer:
+    """The verdicts of the study in directory ``path``, from its config, results and
+    environment alone (what ``report.md``'s Answer shows)."""
+    study = StudyDir(path)
+    cfg = study.load_config()
+    rows = study.results(cfg).rows  # validated: damage named, each run counted once
+    return answer_of(cfg, rows, study.environment().get("plugins", {}))
+
+
+def _answer_section(answer: StudyAnswer, has_rows: bool) -> list[str]:
+    if not answer.baseline:
+        return [
+            "## Answer", "",
+            'This study declares no baseline (`stats.baseline = ""`), so nothing is compared '
+            "and no comparison gets a verdict; the tables below describe each configuration.",
+            "",
+        ]  # fmt: skip
+    if not has_rows:
+        return ["## Answer", "", "No finished runs yet, so no verdict.", ""]
+    return [*answer_markdown(answer.entries, answer.baseline).splitlines(), ""]
+
+
+def _paired_section(cfg: dict[str, Any], answer: StudyAnswer) -> list[str]:
     conf = cfg["stats"]["confidence"]
     pct = f"{conf * 100:g}%"
-    comps = stats.compare_to_baseline(rows, baseline, cfg["stats"]["primary"], conf)
+    baseline = answer.baseline
+    tested, total = sum(e.verdict.p_holm is not None for e in answer.entries), len(answer.entries)
+    family = f"all {total} comparisons of this study"
+    if tested < total:
+        family = (
+            f"the {tested} of {total} comparisons of this study that can be tested (at least "
+            f"{MIN_SEEDS} seeds, a value on each; '–' marks the others)"
+        )
     out = [
         f"## Paired differences vs `{baseline}`",
         "",
         f"Difference (init − {baseline}) on the same seed, {pct} t-interval, two-sided paired "
-        f"t-test; p (Holm) corrects across all {len(comps)} comparisons of this study.",
+        f"t-test; p (Holm) corrects across {family}: the family of the Answer's verdicts.",
         "",
     ]
     table = []
-    for c in comps:
+    for c, entry in zip(answer.comparisons, answer.entries, strict=True):
         row = dict(zip(stats.CONFIG, c.config, strict=True))
         r = c.result
+        p_holm = entry.verdict.p_holm
         table.append([
             setting_label(row), label(row), c.metric, str(r.n), _num(r.mean),
-            f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p), _p(c.p_holm),
+            f"[{_num(r.low)}, {_num(r.high)}]", _num(r.t, 2), _p(r.p),
+            _p(p_holm) if p_holm is not None else "–",
         ])  # fmt: skip
     return out + _table(
         ["setting", "init", "metric", "n", "mean diff", pct + " CI", "t", "p", "p (Holm)"], table
     )
 
 
-def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
+def _problems_section(results: Results) -> list[str]:
+    """What the load of results.csv left out (damaged lines, earlier rows of repeated run
+    ids), named; and how many lines the driver has set aside to the side file so far."""
+    out: list[str] = []
+    problems = results.problems()
+    if problems:
+        lines = [f"- {p}" for p in problems[:20]]
+        if len(problems) > 20:
+            lines.append(f"- and {len(problems) - 20} more")
+        out += [
+            f"> **results.csv: {len(problems)} line(s) not counted** (a damaged line is left "
+            "out; of a repeated run id only the last row counts; the next `emergeinit bench` "
+            f"on this directory moves them to {SIDE_NAME}):",
+            "",
+            *lines,
+            "",
+        ]
+    side = results.path.with_name(SIDE_NAME)
+    if side.is_file():
+        with side.open(encoding="utf-8", errors="replace", newline="") as fh:
+            count = sum(1 for _ in csv.reader(fh)) - 1
+        if count > 0:
+            out += [
+                f"> {SIDE_NAME} holds {count} line(s) taken out of results.csv (damaged, or "
+                "superseded by a later row of the same run), with why; see "
+                "docs/scaling.md#the-results-store-resultscsv.",
+                "",
+            ]
+    return out
+
+
+def sections(
+    study: StudyDir, plots: list[str], results: Results | None = None
+) -> list[list[str]]:
     """The report's sections, in order, each a list of markdown lines: the one place where
-    the report is assembled (a new section goes here)."""
+    the report is assembled (a new section goes here). The Answer comes first. ``results``:
+    results.csv as loaded (default: :meth:`.study.StudyDir.results`)."""
     cfg = study.load_config()
     task = tasks.get(cfg["study"]["task"])
-    env_path = study.path / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    env = study.environment()
     plugin_info = env.get("plugins", {})
-    all_rows = typed_rows(study.results_path)
+    if results is None:
+        results = study.results(cfg)
+    all_rows = results.rows
     rows = [r for r in all_rows if r["status"] in FINISHED]
-    out = [_header(cfg, env, all_rows, rows)]
+    answer = answer_of(cfg, all_rows, plugin_info)
+    out = [
+        _title(cfg, env),
+        _answer_section(answer, bool(rows)),
+        _header(cfg, env, all_rows, rows),
+        _problems_section(results),
+    ]
     if not rows:
         return [*out, ["No finished runs yet."]]
     out += [_inits_section(cfg, plugin_info.get("init", {})), _config_table(cfg, all_rows)]
-    name = cfg["stats"]["baseline"]
-    if name:  # rows name a plug-in by its label
-        baseline = plugin_info.get("init", {}).get(name, {}).get("label", name)
+    if answer.baseline:  # rows name a plug-in by its label
         out += [
-            _paired_section(cfg, rows, baseline),
-            _steps_section(cfg, rows, baseline),
-            _selection_section(cfg, rows, baseline),
+            _paired_section(cfg, answer),
+            _steps_section(cfg, rows, answer.baseline),
+            _selection_section(cfg, rows, answer.baseline),
         ]
     out.append(_emergence_section(cfg, rows))
     out.append(task.report_section(cfg, rows, study.run_dir))
@@ -149,9 +292,9 @@ def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
     return out
 
 
-def build_report(study: StudyDir, plots: list[str]) -> str:
+def build_report(study: StudyDir, plots: list[str], results: Results | None = None) -> str:
     """``report.md`` of the study: its sections joined."""
-    lines = [line for section in sections(study, plots) for line in section]
+    lines = [line for section in sections(study, plots, results) for line in section]
     return "\n".join(lines) + "\n"
 
 
@@ -354,12 +497,18 @@ def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> 
     ]  # fmt: skip
 
 
-def write_report(path: Path) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report."""
+def write_report(path: Path, *, live: bool | None = None) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report.
+
+    results.csv is loaded once, validated (:meth:`.study.StudyDir.results`; ``live`` as
+    there): damaged lines and repeated run ids are named in the report and in a
+    ``ResultsWarning``, never counted. Plots the results no longer support are removed.
+    """
     from .plots import make_plots
 
     study = StudyDir(path)
-    plots = make_plots(study)
+    results = study.results(study.load_config(), live=live)
+    plots = make_plots(study, results.rows)
     report = path / "report.md"
-    atomic_write(report, build_report(study, plots))
+    atomic_write(report, build_report(study, plots, results))
     return report

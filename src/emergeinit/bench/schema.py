@@ -88,8 +88,13 @@ def _type_error(key: str, field: Field, value: Any) -> ConfigError:
         "table": "a table",
         "table_list": "a list of tables",
     }[field.kind]
-    if field.axis:
-        want = f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
+    if field.axis:  # one value or a list of them
+        one = {"bool_list": "true or false", "bool": "true or false"}.get(field.kind)
+        want = (
+            f"{one}, or a list of them"
+            if one
+            else f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
+        )
     if field.keyed_by:
         want += f" (or a table of them keyed by {field.keyed_by})"
     return ConfigError(f"{key}: expected {want}, got {value!r}")

@@ -22,7 +22,8 @@ outcome (then it is only logged).
 
 :func:`repair_results` then rewrites ``results.csv`` once, atomically, without those lines and
 appends each of them, with its line number and reason, to ``results.setaside.csv`` beside it.
-What survives a kill at any instant (see ``docs/store.md`` for the full argument):
+What survives a kill at any instant (see ``docs/scaling.md#the-results-store-resultscsv``
+for the full argument):
 
 - an append is one ``write`` of a whole line to a file opened in append mode, then ``fsync``: a
   kill leaves the line whole, absent, or cut off without its newline. A cut-off last line is

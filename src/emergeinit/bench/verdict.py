@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -78,6 +79,20 @@ def is_higher_better(metric: str) -> bool:
     raise ConfigError(
         f"metric {metric!r} has no known direction (is higher better?); pass higher_is_better"
     )
+
+
+def has_direction(metric: str) -> bool:
+    """Whether :func:`is_higher_better` knows ``metric``'s direction (else a verdict needs
+    ``higher_is_better`` passed explicitly; a study's Answer leaves such a metric out).
+
+    >>> has_direction("test_acc_final"), has_direction("log10_e_init")
+    (True, False)
+    """
+    try:
+        is_higher_better(metric)
+    except ConfigError:
+        return False
+    return True
 
 
 def default_margin(metric: str) -> float | None:
@@ -217,7 +232,11 @@ def tost_power(delta: float, sd: float, n: int, alpha: float, margin: float) -> 
         r = crit * math.sqrt(float(special.chdtri(df, y)) / df)
         return max(0.0, float(special.ndtr(a - r) - special.ndtr(b + r)))
 
-    value, _ = integrate.quad(inside, y_min, 1.0, limit=200, epsabs=1e-10, epsrel=1e-8)
+    with warnings.catch_warnings():
+        # The kink of max(0, .) can stop quad short of epsabs = 1e-10 with a roundoff warning;
+        # its error estimate is then still ~1e-9, far below anything a power threshold sees.
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        value, _ = integrate.quad(inside, y_min, 1.0, limit=200, epsabs=1e-10, epsrel=1e-8)
     return min(1.0, max(0.0, value))
 
 
@@ -624,6 +643,7 @@ __all__ = [
     "default_margin",
     "format_margin",
     "format_value",
+    "has_direction",
     "holm",
     "is_accuracy",
     "is_higher_better",

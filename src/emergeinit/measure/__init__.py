@@ -1,4 +1,4 @@
-"""The emergence measure (SPEC 2): Li's E(G, H) on graphs and its network form on activations."""
+"""The emergence measure (docs/measure.md): Li's E(G, H) on graphs, and on networks' activations."""
 
 from .graph import EmergenceValue, graph_emergence
 from .network import EmergenceResult, measure_emergence

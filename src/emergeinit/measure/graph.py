@@ -1,4 +1,6 @@
-r"""Li's emergence E(G, H) on an explicit directed acyclic graph (SPEC 2.1, arXiv 2311.17403).
+r"""Li's emergence E(G, H) on an explicit directed acyclic graph (arXiv 2311.17403).
+
+See docs/measure.md, "On a graph".
 
 For a DAG ``G`` and a node subset ``H`` (the observed / active part)
 
@@ -77,7 +79,8 @@ def graph_emergence(
 
     Raises:
         GraphCycleError: the graph has a directed cycle; the message names one.
-        ConfigError: a bad option, an undirected or multi graph, or an active node not in the graph.
+        ConfigError: a bad option, an undirected or multi graph, ``active`` that is not an
+            iterable of hashable nodes (``None``, a string), or an active node not in the graph.
 
     Example:
         >>> # a -> b -> c with only b, c active: paths of G[H] from b are (b) and (b, c).
@@ -90,12 +93,26 @@ def graph_emergence(
     if exact is not None and not isinstance(exact, bool):
         raise ConfigError(f"exact must be True, False or None; got {exact!r}.")
 
-    nodes, succ = _adjacency(graph)
+    if graph is None:
+        raise ConfigError("graph must be a DiGraph, a dict of successors or a list of edges; "
+                          "got None.")  # fmt: skip
+    if isinstance(active, (str, bytes)) or not isinstance(active, Iterable):
+        raise ConfigError(
+            f"active must be an iterable of nodes (a set, a list), got {type(active).__name__}; "
+            "pass set() for no active node."
+        )
+    try:
+        nodes, succ = _adjacency(graph)
+    except TypeError as error:  # an unhashable node
+        raise ConfigError(f"graph nodes must be hashable ({error}).") from None
     index = {node: i for i, node in enumerate(nodes)}
     in_h = [False] * len(nodes)
     unknown = []
     for node in active:
-        i = index.get(node)
+        try:
+            i = index.get(node)
+        except TypeError:
+            raise ConfigError(f"active nodes must be hashable; got {node!r}.") from None
         if i is None:
             unknown.append(node)
         else:

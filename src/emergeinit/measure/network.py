@@ -1,29 +1,30 @@
-r"""The emergence of a neural network on real activations (SPEC 2.2).
+r"""The emergence of a neural network on real activations (docs/measure.md).
 
 Nodes are neurons: the input features and the outputs of every Linear / Conv layer (per channel
 and position, or per channel with ``granularity="channel"``). A layer's neuron is active when the
 first nonlinearity after it exceeds ``tau``; inputs and the last layer's outputs are active.
 
 Both forms come out of one forward propagation of path counts, layer by layer, batched over
-samples (see :mod:`emergeinit.measure.counting`); the structure is read with ``torch.fx``
-(:mod:`emergeinit.measure.structure`).
+samples (see :mod:`emergeinit.measure.counting`); the structure is read with ``torch.fx`` or
+``torch.export`` (:mod:`emergeinit.measure.capture`, :mod:`emergeinit.measure.structure`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TracingError
 from ..schedule import check_choice
+from .capture import Capture, ModelInputs, check_forward, check_model, model_inputs, untouched
 from .counting import Counter
-from .structure import read_structure
+from .structure import Probe, Structure, read_structure
 
 Form = Literal["cross", "li"]
 Activity = Literal["per_sample", "mean"]
@@ -34,7 +35,7 @@ _LN10 = math.log(10.0)
 
 @dataclass(frozen=True)
 class EmergenceResult:
-    """The emergence of a network on a batch (SPEC 2.2).
+    """The emergence of a network on a batch (docs/measure.md, "The result").
 
     Attributes:
         log10_e: ``log10 E`` per sample, a float64 CPU tensor of shape ``(batch,)``
@@ -101,14 +102,15 @@ class EmergenceResult:
 
 def measure_emergence(
     model: nn.Module,
-    inputs: torch.Tensor | Sequence[torch.Tensor],
+    inputs: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, Any],
     *,
     tau: float = 0.05,
     form: Form = "cross",
     activity: Activity = "per_sample",
     granularity: Granularity = "neuron",
+    capture: Capture = "auto",
 ) -> EmergenceResult:
-    r"""The emergence ``E`` of ``model`` on the batch ``inputs`` (SPEC 2.2).
+    r"""The emergence ``E`` of ``model`` on the batch ``inputs`` (docs/measure.md).
 
     ``form="cross"`` (default) counts the directed paths of the neuron graph that start at an
     inactive neuron and end at an active neuron; for a dense layered network with ``n_l``
@@ -121,23 +123,29 @@ def measure_emergence(
     ``form="li"`` is Li's ``E(G, H)`` (:func:`graph_emergence`) with ``H`` the active neurons.
 
     A weight layer's neuron is active when the output of the first nonlinearity after it (past
-    any normalization, dropout, reshape or residual addition) exceeds ``tau``; when pooling, a
-    fork, another layer or the output comes first, the last value before it is read. Inputs and
-    the outputs of the last layers (those feeding no other weight layer) are active. Pooling,
-    flatten, dropout, normalization and additions route paths; overlapping pooling windows give
-    several routes, each a distinct path.
+    any normalization, dropout, reshape, permute or residual addition) exceeds ``tau``; when
+    pooling, a fork, another layer or the output comes first, the last value before it is read.
+    Inputs and the outputs of the last layers (those feeding no other weight layer) are active.
+    Pooling, upsampling, padding, flatten, dropout, normalization, concatenation and additions
+    route paths; overlapping pooling windows give several routes, each a distinct path.
 
     The model runs once, in the caller's mode (training mode uses batch statistics), under
     ``torch.no_grad()``; its buffers (BatchNorm running statistics) and the global RNG state are
-    restored afterwards. The structure is read with ``torch.fx`` (a plain ``nn.Sequential`` that
-    fx cannot trace is read as the chain of its children) and cached per model.
+    restored afterwards. The structure is read with ``torch.fx``, or ``torch.export`` where fx
+    fails or the inputs are keywords, and cached per model.
+
+    A sample whose inputs, or whose activations at a read point or a last layer, are not finite,
+    gets ``log10 E = nan`` (every sample does when a parameter or buffer is not finite, or with
+    ``activity="mean"`` when any sample is); a ``RuntimeWarning`` says how many.
 
     Args:
-        model: the network; Linear, Conv1d-3d (zero padding, any stride, dilation, groups),
-            normalization, dropout, elementwise activations, max / avg / adaptive pooling,
-            flatten / view, mean over positions, residual additions and concatenation.
-        inputs: a batch (first dimension = samples), or a sequence of batches for a model with
-            several inputs.
+        model: the network; Linear, Conv1d-3d and ConvTranspose1d-3d (zero padding, any
+            stride, dilation, groups), normalization, dropout, elementwise activations, max /
+            avg / adaptive pooling, upsampling, constant padding, flatten / view / permute,
+            mean over positions, residual additions and concatenation.
+        inputs: a batch (first dimension = samples): a tensor, a tuple / list of positional
+            tensors, or a dict of keyword arguments (e.g. ``{"pixel_values": x}``), as
+            ``example_input`` of :func:`~emergeinit.emergence_init_`.
         tau: activity threshold (default 0.05).
         form: ``"cross"`` (default) or ``"li"``.
         activity: ``"per_sample"`` (default; one ``E`` per sample) or ``"mean"`` (a neuron is
@@ -145,14 +153,18 @@ def measure_emergence(
         granularity: ``"neuron"`` (default; every channel at every position is a node) or
             ``"channel"`` (a node per channel, active when its spatial mean exceeds ``tau``;
             channel edges follow the groups, multiplicity one).
+        capture: how the structure is read: ``"auto"`` (default: torch.fx, else torch.export),
+            ``"fx"`` or ``"export"``. Every capture gives the same result.
 
     Returns:
         An :class:`EmergenceResult`.
 
     Raises:
-        UnsupportedModuleError: the model holds modules or ops the measure cannot route; all are
-            listed.
-        ConfigError: a bad option or input.
+        UnsupportedModuleError: the model holds modules or ops the measure cannot route (all
+            are listed, with why), e.g. attention; or its structure could not be read.
+        TracingError: the model's forward pass fails on ``inputs``.
+        MetaTensorError: the model or an input is on the meta device.
+        ConfigError: a bad option, a model that is not an ``nn.Module``, or bad inputs.
 
     Example:
         >>> import torch
@@ -168,32 +180,43 @@ def measure_emergence(
     check_choice("form", form, get_args(Form))
     check_choice("activity", activity, get_args(Activity))
     check_choice("granularity", granularity, get_args(Granularity))
+    check_choice("capture", capture, get_args(Capture))
     tau = _check_tau(tau)
-    args = _check_inputs(inputs)
-    structure = read_structure(model)
-    if len(args) != len(structure.inputs):
-        raise ConfigError(
-            f"the model takes {len(structure.inputs)} input(s); got {len(args)} tensor(s)."
-        )
+    model = check_model(model)
+    call = model_inputs(inputs)
     per_sample = activity == "per_sample"
     channel = granularity == "channel"
-    probe = structure.probe_module(tau, per_sample, channel)
-    with _untouched(model, args), torch.no_grad():
-        shapes, masks = probe(*args)
+    structure, probe = _probe(model, call, capture, tau, per_sample, channel)
 
-    batch = args[0].shape[0]
+    batch = call.batch
     counter = Counter(
         structure,
-        list(shapes),
-        list(masks),
+        probe,
         batch=batch,
         count_batch=batch if per_sample else 1,
         cross=form == "cross",
         channel=channel,
-        device=args[0].device,
+        device=call.device,
     )
     log_e = counter.run() / _LN10
     log10_e = log_e.to("cpu").expand(batch).clone()
+    finite = _finite_inputs(call) & _finite_rows(probe, batch)
+    if not bool(finite.all()) and bool(_finite_inputs(call).all()):
+        # A non-finite sum of a sample's activations may be an overflow of finite values (or
+        # follow from non-finite weights): ask again, exactly.
+        with untouched(model, call), torch.no_grad():
+            exact = structure.run_probe(call, tau, per_sample, channel, exact=True)
+        finite = _finite_rows(exact, batch)
+    if not _all_finite([*model.parameters(), *model.buffers()]):
+        finite = torch.zeros_like(finite)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        log10_e[~finite if per_sample else slice(None)] = math.nan
+        warnings.warn(
+            f"measure_emergence: {bad} of {batch} samples have non-finite inputs, parameters or "
+            "activations; their log10 E is nan" + ("" if per_sample else " (activity='mean': "
+            "all samples are)"), RuntimeWarning, stacklevel=2,
+        )  # fmt: skip
     mean, std = _mean_std(log10_e)
     num_parameters = sum(p.numel() for p in model.parameters())
     relative = mean - math.log10(num_parameters) if num_parameters else math.nan
@@ -219,18 +242,65 @@ def _check_tau(tau: object) -> float:
     return float(tau)
 
 
-def _check_inputs(inputs: object) -> tuple[torch.Tensor, ...]:
-    args = (inputs,) if isinstance(inputs, torch.Tensor) else inputs
-    if not isinstance(args, (tuple, list)) or not args:
-        raise ConfigError("inputs must be a tensor or a non-empty sequence of tensors.")
-    for arg in args:
-        if not isinstance(arg, torch.Tensor) or arg.dim() < 1 or arg.shape[0] < 1:
-            raise ConfigError(
-                "every input must be a tensor whose first dimension indexes samples (>= 1)."
-            )
-        if arg.shape[0] != args[0].shape[0]:
-            raise ConfigError("all inputs must have the same batch size.")
-    return tuple(args)
+def _probe(
+    model: nn.Module, call: ModelInputs, capture: Capture, tau: float, per_sample: bool,
+    channel: bool,
+) -> tuple[Structure, Probe]:  # fmt: skip
+    """Read the structure and run the probe forward, with typed errors when either fails."""
+    structure = read_structure(model, call, capture)
+    try:
+        with untouched(model, call), torch.no_grad():
+            return structure, structure.run_probe(call, tau, per_sample, channel)
+    except Exception as error:
+        check_forward(model, call)  # a TracingError when the model itself fails on the inputs
+        if structure.traced_with != "fx" or capture != "auto":
+            raise TracingError(
+                f"the {structure.traced_with} graph of {type(model).__name__} failed on these "
+                f"inputs though the model's own forward runs ({type(error).__name__}: {error})."
+            ) from error
+    # The fx graph does not hold for these inputs (it was traced for others): export them.
+    structure = read_structure(model, call, "export")
+    with untouched(model, call), torch.no_grad():
+        return structure, structure.run_probe(call, tau, per_sample, channel)
+
+
+def _finite_inputs(call: ModelInputs) -> torch.Tensor:
+    """Per sample, whether every float input value is finite (CPU bool tensor)."""
+    finite = torch.ones(call.batch, dtype=torch.bool)
+    for t in call.tensors:
+        if t.is_floating_point():
+            rows = t.detach().reshape(t.shape[0], -1)
+            ok = torch.isfinite(_sum(rows, dim=1))  # overflow of huge values: checked below
+            if not bool(ok.all()):
+                ok = torch.isfinite(rows).all(dim=1)
+            finite &= ok.cpu()
+    return finite
+
+
+def _finite_rows(probe: Probe, batch: int) -> torch.Tensor:
+    """Per sample, whether the activations the probe summed (or flagged) were finite."""
+    rows = [s if s.dtype == torch.bool else torch.isfinite(s) for s in probe.row_sums
+            if s is not None]  # fmt: skip
+    if not rows:
+        return torch.ones(batch, dtype=torch.bool)
+    return torch.stack(rows).all(dim=0).cpu()
+
+
+def _sum(t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """A sum in the tensor's dtype, or float32 for half precision (which overflows at 65504)."""
+    dtype = torch.float32 if t.element_size() < 4 else None
+    return t.sum(dtype=dtype) if dim is None else t.sum(dim=dim, dtype=dtype)
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every float tensor is finite: a sum each (finite when all values are), and the
+    elementwise test (slow on CPU) only for a tensor whose sum is not, which may overflow."""
+    floats = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
+    if not floats:
+        return True
+    sums = torch.stack([_sum(t).double().to(floats[0].device) for t in floats])
+    suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+    return all(bool(torch.isfinite(floats[i]).all()) for i in suspects)
 
 
 def _mean_std(values: torch.Tensor) -> tuple[float, float]:
@@ -240,24 +310,4 @@ def _mean_std(values: torch.Tensor) -> tuple[float, float]:
     return mean, float(values.std(correction=0))
 
 
-@contextlib.contextmanager
-def _untouched(model: nn.Module, args: tuple[torch.Tensor, ...]) -> Iterator[None]:
-    """Restore every buffer (BatchNorm running statistics) and the RNG state (dropout)."""
-    saved = [
-        (module, name, buffer, buffer.detach().clone())
-        for module in model.modules()
-        for name, buffer in module._buffers.items()
-        if buffer is not None
-    ]
-    devices = sorted({a.device.index or 0 for a in args if a.device.type == "cuda"})
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        with torch.no_grad():
-            for module, name, buffer, copy in saved:
-                module._buffers[name] = buffer  # a module may have rebound the name
-                buffer.copy_(copy)
-
-
-__all__ = ["Activity", "EmergenceResult", "Form", "Granularity", "measure_emergence"]
+__all__ = ["Activity", "Capture", "EmergenceResult", "Form", "Granularity", "measure_emergence"]

@@ -1,106 +1,51 @@
-"""Reading a network's neuron-graph structure with ``torch.fx`` (SPEC 2.2).
+"""A network's neuron-graph structure, read from a captured graph (docs/measure.md).
 
-``torch.fx`` sees what module hooks cannot: functional ``F.relu``, ``torch.flatten`` and the ``+``
-of a residual block. The traced graph is reduced to a list of :class:`Step` s, one per operation
-whose value carries path counts (it depends on the input), each tagged with how it routes paths:
-
-* ``weight``: Linear / Conv1d-3d, whose outputs are neurons;
-* ``identity``: normalization, dropout, identity, a constant scale or shift — paths pass unchanged;
-* ``nonlin``: an elementwise nonlinearity, also identity routing but where activity is read;
-* ``add``: a sum of several count-carrying operands (residual addition) — counts add;
-* ``pool`` / ``adaptive`` / ``reduce``: every input position of a window routes to the output;
-* ``reshape`` / ``cat``: positions move, counts move with them;
-* ``terminal``: softmax-like ops that mix features, allowed only after the last weight layers.
-
-Anything else on the count path is unsupported and reported, never guessed.
+The captured graph (:mod:`emergeinit.measure.capture`) is reduced to a list of :class:`Step` s,
+one per operation whose value carries path counts (it depends on the input), each tagged with
+how it routes paths (the kinds of :mod:`emergeinit.measure.ops`). Anything on the count path
+that no rule covers is reported, never guessed: the error lists every offending op and why.
 """
 
 from __future__ import annotations
 
-import builtins
 import math
 import operator
-import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import UnsupportedModuleError
-
-WEIGHT_MODULES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-IDENTITY_MODULES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.modules.dropout._DropoutNd,
-    nn.Identity,
+from ..errors import ConfigError, UnsupportedModuleError
+from .capture import (
+    Capture,
+    Captured,
+    ModelInputs,
+    check_forward,
+    model_cache,
+    remember,
+    trace_export,
+    trace_fx,
+    trace_sequential,
 )
-NONLIN_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish,
-    nn.Hardsigmoid, nn.LogSigmoid, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Threshold,
-)  # fmt: skip
-MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
-AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-ADAPTIVE_MODULES = (
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-RESHAPE_MODULES = (nn.Flatten, nn.Unflatten)
-TERMINAL_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Softmin)
+from .ops import (
+    FUNCTIONS,
+    GETATTR,
+    LINEAR_MODULES,
+    MAX_POOL_MODULES,
+    META_ATTRIBUTES,
+    METHODS,
+    REASONS,
+    Rule,
+    aten_rule,
+    classify_module,
+    is_aten,
+)
 
-# Modules fx must not trace into: a user subclass of nn.Linear is still a Linear here.
-LEAF_MODULES = (
-    WEIGHT_MODULES + IDENTITY_MODULES + NONLIN_MODULES + MAX_POOL_MODULES + AVG_POOL_MODULES
-    + ADAPTIVE_MODULES + RESHAPE_MODULES + TERMINAL_MODULES
-)  # fmt: skip
-
-NONLIN_FUNCTIONS: set[Any] = {
-    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.leaky_relu_, F.elu,
-    F.elu_, F.selu, F.celu, F.gelu, F.silu, F.mish, F.sigmoid, torch.sigmoid, F.tanh, torch.tanh,
-    F.softplus, F.softsign, F.hardtanh, F.hardtanh_, F.hardswish, F.hardsigmoid, F.logsigmoid,
-    F.prelu, F.rrelu, F.threshold, F.tanhshrink, F.softshrink, F.hardshrink, torch.clamp,
-    torch.clip, torch.clamp_min,
-}  # fmt: skip
-NONLIN_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_", "clip", "clip_",
-    "clamp_min", "clamp_min_",
-}  # fmt: skip
-IDENTITY_FUNCTIONS: set[Any] = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout}
-IDENTITY_METHODS = {"contiguous", "clone", "float", "double", "half", "bfloat16", "to"}
-ADD_FUNCTIONS: set[Any] = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add,
-                           torch.sub, torch.subtract}  # fmt: skip
-ADD_METHODS = {"add", "add_", "sub", "sub_"}
-SCALE_FUNCTIONS: set[Any] = {operator.mul, operator.truediv, operator.imul, operator.itruediv,
-                             operator.neg, torch.mul, torch.div, torch.neg}  # fmt: skip
-SCALE_METHODS = {"mul", "mul_", "div", "div_", "neg", "neg_"}
-MAX_POOL_FUNCTIONS: dict[Any, int] = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
-AVG_POOL_FUNCTIONS: dict[Any, int] = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}
-ADAPTIVE_FUNCTIONS: set[Any] = {
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
-    F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-}  # fmt: skip
-RESHAPE_FUNCTIONS: set[Any] = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
-RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
-REDUCE_FUNCTIONS: set[Any] = {torch.mean, torch.sum}
-REDUCE_METHODS = {"mean", "sum"}
-CAT_FUNCTIONS: set[Any] = {torch.cat, torch.concat, torch.concatenate}
-TERMINAL_FUNCTIONS: set[Any] = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax}
-TERMINAL_METHODS = {"softmax", "log_softmax"}
-META_METHODS = {"size", "dim", "numel", "ndimension", "nelement"}
-META_ATTRIBUTES = {"shape", "dtype", "device", "ndim", "is_cuda"}
-
-# Positional parameter names of the functional pools (their signatures are not introspectable).
-_MAX_POOL_PARAMS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
-                    "return_indices")  # fmt: skip
-_AVG_POOL_PARAMS = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                    "divisor_override")  # fmt: skip
-_REDUCE_PARAMS = ("input", "dim", "keepdim")
-_CAT_PARAMS = ("tensors", "dim")
+# Upsampling modes whose connectivity is the support of separable 1-d interpolation weights.
+UPSAMPLE_MODES = {"nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area"}
+_PASSING = ("identity", "add", "reshape", "permute")  # the activity walk goes through these
 
 
 @dataclass
@@ -113,31 +58,87 @@ class Step:
     sources: list[int]  # steps whose counts flow in, in operand order
     name: str  # for messages and per-layer reports
     module: nn.Module | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # non-count arguments of the op
+    dynamic: tuple[str, ...] = ()  # params computed in forward(): their values come from the probe
+    call: Callable[..., Any] | None = None  # the op itself, replayed on a probe (upsampling)
+    reason: str = ""  # why an unsupported step is unsupported
+    holds_weights: bool = False  # an unsupported op given a parameter: maybe a hidden layer
     users: list[int] = field(default_factory=list)
     feeds_weight: bool = False  # some weight layer lies downstream
 
 
+@dataclass(frozen=True)
+class Read:
+    """Where a layer's activity is read: a step, and the permutes to undo on its value."""
+
+    step: int
+    undo: tuple[tuple[Any, ...], ...] = ()
+
+
+@dataclass
+class Probe:
+    """What one run of the probe module returns."""
+
+    shapes: list[tuple[int, ...] | None]
+    masks: list[torch.Tensor | None]  # per non-last layer
+    row_sums: list[torch.Tensor | None]  # per read and last layer: sums (or flags) per sample
+    dynamic: dict[int, dict[str, Any]]
+    weight_shapes: dict[int, tuple[int, ...]]
+
+
 @dataclass
 class Structure:
-    """The count-carrying steps of a traced model and where each layer's activity is read."""
+    """The count-carrying steps of a captured model and where each layer's activity is read."""
 
-    graph_module: fx.GraphModule
+    captured: Captured
     steps: list[Step]
     layers: list[int]  # weight steps
     inputs: list[int]  # input steps, in placeholder order
     last: set[int]  # weight steps that feed no other weight layer: all outputs active
-    read: dict[int, int]  # weight step -> step whose value decides its activity
-    traced_with: str  # "fx" or "sequential"
+    read: dict[int, Read]  # weight step -> where its activity is read
+    weight_args: dict[int, str]  # functional weight step -> the node of its weight tensor
     _probes: dict[tuple[Any, ...], fx.GraphModule] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)  # per-shape constants of the counter
 
-    def probe_module(self, tau: float, per_sample: bool, channel: bool) -> fx.GraphModule:
-        """A copy of the traced forward that returns (step shapes, activity masks of the layers).
+    @property
+    def traced_with(self) -> str:
+        return self.captured.traced_with
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        return self.captured.graph_module
+
+    def _is_linear(self, layer: int) -> bool:
+        step = self.steps[layer]
+        if step.module is not None:
+            return isinstance(step.module, LINEAR_MODULES)
+        return step.params.get("op") == "linear"
+
+    def run_probe(
+        self, inputs: ModelInputs, tau: float, per_sample: bool, channel: bool,
+        exact: bool = False,
+    ) -> Probe:  # fmt: skip
+        """Run the probe; ``exact``: per-sample finiteness flags instead of row sums."""
+        probe = self.probe_module(tau, per_sample, channel, exact)
+        shapes, masks, sums, dynamic, weights = probe(*self.captured.flat(inputs))
+        dynamic_steps = [s for s in self.steps if s.dynamic]
+        return Probe(
+            list(shapes),
+            list(masks),
+            list(sums),
+            {s.index: dict(zip(s.dynamic, values)) for s, values in zip(dynamic_steps, dynamic)},
+            dict(zip(self.weight_args, weights)),
+        )
+
+    def probe_module(
+        self, tau: float, per_sample: bool, channel: bool, exact: bool = False
+    ) -> fx.GraphModule:
+        """A copy of the captured forward returning what :class:`Probe` holds.
 
         Masks are computed right after their read point, so later in-place ops cannot alter
         them and no full activation is kept alive.
         """
-        key = (tau, per_sample, channel)
+        key = (tau, per_sample, channel, exact)
         cached = self._probes.get(key)
         if cached is not None:
             return cached
@@ -146,25 +147,51 @@ class Structure:
         values: dict[fx.Node, fx.Node] = {}
         graph.graph_copy(old, values)
         by_name = {node.name: values[node] for node in old.nodes if node in values}
-        first_body = next((n for n in graph.nodes if n.op != "placeholder"), None)
+        last_input = [n for n in graph.nodes if n.op == "placeholder"][-1]
         shape_nodes: dict[int, fx.Node] = {}
         for step in self.steps:
             node = by_name[step.node]
-            if node.op == "placeholder":
-                ctx = graph.inserting_before(first_body)
-            else:
-                ctx = graph.inserting_after(node)
-            with ctx:
+            with graph.inserting_after(last_input if node.op == "placeholder" else node):
                 shape_nodes[step.index] = graph.call_function(_shape_of, (node,))
-        mask_nodes = []
+        masks, sums = [], []
         for layer in self.layers:
             if layer in self.last:
+                with graph.inserting_after(shape_nodes[layer]):
+                    value = by_name[self.steps[layer].node]
+                    sums.append(graph.call_function(_row_sums, (value, exact)))
                 continue
-            reader = self.read[layer]
-            args = (by_name[self.steps[reader].node], shape_nodes[layer], tau, per_sample, channel)
-            with graph.inserting_after(shape_nodes[reader]):
-                mask_nodes.append(graph.call_function(_activity_mask, args))
-        graph.output((tuple(shape_nodes[s.index] for s in self.steps), tuple(mask_nodes)))
+            read = self.read[layer]
+            value = by_name[self.steps[read.step].node]
+            # A Linear's channels are its last dimension (channels-last values), a convolution's
+            # the first after the batch.
+            axis = -1 if self._is_linear(layer) else 1
+            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis, exact)
+            with graph.inserting_after(shape_nodes[read.step]):
+                activity = graph.call_function(_activity, args)
+            with graph.inserting_after(activity):
+                masks.append(graph.call_function(operator.getitem, (activity, 0)))
+            with graph.inserting_after(masks[-1]):
+                sums.append(graph.call_function(operator.getitem, (activity, 1)))
+        dynamic = []
+        for step in self.steps:
+            if step.dynamic:
+                arguments = tuple(step.params[name] for name in step.dynamic)
+                mapped = fx.node.map_arg(arguments, lambda n: by_name[n.name])
+                with graph.inserting_before(by_name[step.node]):
+                    dynamic.append(graph.call_function(_values, (mapped,)))
+        weights = []
+        for index, name in self.weight_args.items():
+            with graph.inserting_after(shape_nodes[index]):
+                weights.append(graph.call_function(_shape_of, (by_name[name],)))
+        graph.output(
+            (
+                tuple(shape_nodes[s.index] for s in self.steps),
+                tuple(masks),
+                tuple(sums),
+                tuple(dynamic),
+                tuple(weights),
+            )
+        )
         probe = fx.GraphModule(self.graph_module, graph)
         if len(self._probes) >= _MAX_PROBES:  # e.g. a sweep over tau: keep memory bounded
             self._probes.pop(next(iter(self._probes)))
@@ -172,192 +199,358 @@ class Structure:
         return probe
 
 
+def _values(arguments: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Concrete values of arguments computed in forward() (torch.Size becomes a tuple)."""
+    return tuple(tuple(v) if isinstance(v, torch.Size) else v for v in arguments)
+
+
 def _shape_of(value: Any) -> tuple[int, ...] | None:
     return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
 
-def _activity_mask(
-    value: Any, shape: tuple[int, ...] | None, tau: float, per_sample: bool, channel: bool
-) -> torch.Tensor | None:
-    """``value > tau`` laid out like the layer's output (per channel: its spatial mean)."""
+def _row_sums(value: Any, exact: bool) -> torch.Tensor | None:
+    """Per-sample sums: finite when every value of the sample is (a sum of huge finite values
+    may overflow too; the caller then asks again with ``exact``: per-sample isfinite flags)."""
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() < 1:
+        return None
+    rows = value.detach().reshape(value.shape[0], -1)
+    if exact:
+        return torch.isfinite(rows).all(dim=1)
+    return rows.sum(dim=1, dtype=torch.float32 if rows.element_size() < 4 else None)
+
+
+def _activity(
+    value: Any,
+    shape: tuple[int, ...] | None,
+    undo: tuple[tuple[Any, ...], ...],
+    tau: float,
+    per_sample: bool,
+    channel: int | bool,
+    exact: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``value > tau`` laid out like the layer's output (per channel: its spatial mean).
+
+    ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
+    """
     if (
         not isinstance(value, torch.Tensor)
         or shape is None
         or value.numel() != math.prod(shape)
         or not value.is_floating_point()
     ):
-        return None  # the caller names the layer and raises
-    v = value.detach().reshape(shape)
+        return None, None  # the caller names the layer and raises
+    v = value.detach()
+    for item in reversed(undo):
+        if item[0] == "transpose":
+            v = v.transpose(item[1], item[2])
+        else:
+            dims = [d % v.dim() for d in item[1]]
+            v = v.permute([dims.index(d) for d in range(v.dim())])
+    v = v.reshape(shape)
+    sums = _row_sums(v, exact)
     if v.dtype in (torch.float16, torch.bfloat16):
         v = v.float()  # a half-precision mean over a large batch loses the threshold
-    if channel and v.dim() > 2:
-        v = v.mean(dim=tuple(range(2, v.dim())))
+    if channel is not False and v.dim() > 2:
+        axis = int(channel) % v.dim()
+        v = v.mean(dim=tuple(d for d in range(1, v.dim()) if d != axis))
     if not per_sample:
         v = v.mean(dim=0, keepdim=True)
-    return v > tau
+    return v > tau, sums
 
 
 _MAX_PROBES = 8
 
 
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, LEAF_MODULES) or super().is_leaf_module(m, module_qualified_name)
+# --- capture and cache -----------------------------------------------------------------------
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Structure]] = (
-    weakref.WeakKeyDictionary()
-)
+def read_structure(model: nn.Module, inputs: ModelInputs, capture: Capture = "auto") -> Structure:
+    """The structure of ``model`` called on ``inputs`` (cached; see :mod:`.capture`).
 
-
-def read_structure(model: nn.Module) -> Structure:
-    """Trace ``model`` (cached while its modules, their types and modes stay the same)."""
-    modules = model.named_modules(remove_duplicate=False)
-    fingerprint = tuple((name, id(m), type(m), m.training) for name, m in modules)
-    cached = _CACHE.get(model)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
-    structure = _analyse(*_trace(model))
-    _CACHE[model] = (fingerprint, structure)
-    return structure
-
-
-def _trace(model: nn.Module) -> tuple[fx.GraphModule, str]:
-    if not isinstance(model, nn.Module):
-        raise UnsupportedModuleError(
-            f"model must be a torch.nn.Module, got {type(model).__name__}."
+    ``capture="auto"`` tries torch.fx, then torch.export, then (for a plain ``nn.Sequential``)
+    the chain of its children. A capture that fails, or holds ops without a routing rule, is
+    remembered; when no capture can be measured, the first refusal (or every failure) is raised.
+    """
+    if capture == "fx" and not inputs.positional_tensors:
+        raise ConfigError(
+            "capture='fx' takes positional tensor inputs only; use capture='export' or 'auto' "
+            "for keyword inputs."
         )
-    try:
-        tracer = _Tracer()
-        graph = tracer.trace(model)
-        return fx.GraphModule(tracer.root, graph), "fx"
-    except Exception as error:  # fx raises many types; any failure means "not traceable"
-        if type(model) is nn.Sequential:
-            return _sequential_graph(model), "sequential"
-        raise UnsupportedModuleError(
-            f"torch.fx could not trace {type(model).__name__} ({type(error).__name__}: {error}). "
-            "The emergence measure reads the network's structure with torch.fx; data-dependent "
-            "control flow in forward() is not supported."
-        ) from error
+    cache = model_cache(model)
+    failures: list[str] = []
+    attempts: list[tuple[Any, str, Callable[[], Captured]]] = []
+    if capture in ("auto", "fx") and inputs.positional_tensors:
+        attempts.append((("fx", len(inputs.args)), "torch.fx", lambda: trace_fx(model)))
+    if capture in ("auto", "export"):
+        attempts.append(
+            (("export", inputs.signature()), "torch.export", lambda: trace_export(model, inputs))
+        )
+    if capture != "export" and type(model) is nn.Sequential and inputs.positional_tensors:
+        attempts.append((("sequential",), "children", lambda: trace_sequential(model)))
+    tensor_leaves = [isinstance(leaf, torch.Tensor) for leaf in inputs.leaves]
+    refused: UnsupportedModuleError | None = None
+    for key, label, action in attempts:
+        found = cache.get(key)
+        if found is None:
+            try:
+                captured = action()
+            except Exception as error:  # the tracers raise many types: "not captured"
+                text = f"{type(error).__name__}: {error}".strip().splitlines()
+                found = f"{label} failed ({text[0][:300] if text else type(error).__name__})"
+            else:
+                takes = sum(1 for n in captured.graph_module.graph.nodes if n.op == "placeholder")
+                if takes != len(tensor_leaves):  # fx: forward() has more (optional) parameters
+                    found = f"{label}: forward() takes {takes} inputs, got {len(tensor_leaves)}"
+                else:
+                    try:
+                        found = analyse(captured, tensor_leaves)
+                    except UnsupportedModuleError as error:
+                        found = error
+            remember(cache, key, found)
+        if isinstance(found, Structure):
+            return found
+        if isinstance(found, UnsupportedModuleError):
+            # Read, but with ops the measure cannot route; another tracer may see them
+            # decomposed (or an in-place alias resolved), else this first refusal is raised.
+            refused = refused or found
+            continue
+        failures.append(found)
+    if refused is not None:
+        raise refused
+    check_forward(model, inputs)
+    raise UnsupportedModuleError(
+        f"could not read the structure of {type(model).__name__}:\n  " + "\n  ".join(failures)
+        + "\nThe emergence measure reads the network's structure with torch.fx, or torch.export "
+        "where fx fails; data-dependent control flow in forward() is not supported "
+        "(docs/measure.md, 'Structure and support')."
+    )
 
 
-def _sequential_graph(model: nn.Sequential) -> fx.GraphModule:
-    # A plain Sequential applies its children in order; the chain is its whole structure, so it
-    # needs no tracing (the children themselves run as opaque calls, like hooked modules).
-    graph = fx.Graph()
-    value = graph.placeholder("input")
-    for name, _child in _sequential_children(model, ""):
-        value = graph.call_module(name, (value,))
-    graph.output(value)
-    return fx.GraphModule(model, graph)
+# --- analysis --------------------------------------------------------------------------------
 
 
-def _sequential_children(model: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
-    out: list[tuple[str, nn.Module]] = []
-    for name, child in model.named_children():
-        qualified = f"{prefix}{name}"
-        if type(child) is nn.Sequential:
-            out.extend(_sequential_children(child, qualified + "."))
-        else:
-            out.append((qualified, child))
-    return out
+@dataclass
+class _Op:
+    kind: str
+    operands: list[fx.Node]  # the count-carrying operands, in order
+    module: nn.Module | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    call: Callable[..., Any] | None = None
+    reason: str = ""
+    weight: fx.Node | None = None
+    tuple_output: bool = False
 
 
-def _analyse(gm: fx.GraphModule, traced_with: str) -> Structure:
+def analyse(captured: Captured, tensor_leaves: list[bool]) -> Structure:
+    """The steps of a captured graph; ``tensor_leaves`` marks which placeholders take tensors."""
+    gm = captured.graph_module
     steps: list[Step] = []
     step_of: dict[fx.Node, int] = {}
-    unsupported: list[str] = []
+    tuple_ops: dict[fx.Node, _Op] = {}
+    constants: set[fx.Node] = set()  # parameters and values computed only from them
     inputs: list[int] = []
+    weight_args: dict[int, str] = {}
     calls: dict[str, int] = {}
+    all_placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n, t in zip(all_placeholders, tensor_leaves) if t]
 
+    def add(node: fx.Node, op: _Op, sources: list[int]) -> Step:
+        name = _step_name(node, op.kind, calls)
+        dynamic = tuple(k for k, v in op.params.items() if _has_node(v))
+        step = Step(len(steps), node.name, op.kind, sources, name, op.module, op.params, dynamic,
+                    op.call, op.reason)  # fmt: skip
+        step.holds_weights = _holds_weights(node, op, constants)
+        steps.append(step)
+        step_of[node] = step.index
+        return step
+
+    order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for node in gm.graph.nodes:
         if node.op == "output":
             continue
         if node.op == "placeholder":
-            step = Step(len(steps), node.name, "input", [], _input_name(gm, node))
-            inputs.append(step.index)
-            steps.append(step)
-            step_of[node] = step.index
+            if node in placeholders:
+                name = "input" if len(placeholders) == 1 else f"input:{node.target}"
+                step = Step(len(steps), node.name, "input", [], name)
+                inputs.append(step.index)
+                steps.append(step)
+                step_of[node] = step.index
             continue
-        carrying = [a for a in _node_args(node) if a in step_of]
         if node.op == "get_attr":
+            constants.add(node)
             continue
+        args = _node_args(node)
+        carrying = [a for a in args if a in step_of or a in tuple_ops]
         if not carrying:
-            if node.op == "call_module" and isinstance(
-                gm.get_submodule(str(node.target)), WEIGHT_MODULES
-            ):
+            if any(a in constants for a in args):
+                constants.add(node)
+            if _is_weight_call(gm, node):
                 # Its neurons would have successors but no place in the graph: refuse.
-                unsupported.append(_describe(gm, node) + " (its input does not depend on the "
-                                   "model input)")  # fmt: skip
-            continue  # a constant: no neuron reaches it
-        kind, primary, module, params = _classify(gm, node, step_of)
-        if kind == "meta":
+                module = _module(gm, node) if node.op == "call_module" else None
+                add(node, _Op("unsupported", [], module,
+                              reason="its input does not depend on the model input"), [])
+                steps[-1].feeds_weight = True  # always reported
             continue
-        why = ""
-        if kind not in ("add", "cat", "unsupported") and any(a is not primary for a in carrying):
-            kind, why = "unsupported", " (more than one input carries paths)"
-        if kind in ("add", "cat"):
-            sources = [step_of[a] for a in primary]
-        elif kind == "unsupported":
-            # Kept as a step so that whatever it feeds is still analysed and reported too.
-            unsupported.append(_describe(gm, node) + why)
-            sources = list(dict.fromkeys(step_of[a] for a in carrying))
+        if node.op == "call_function" and node.target is operator.getitem:
+            source = node.args[0]
+            if source in tuple_ops:
+                pending = tuple_ops[source]
+                if node.args[1] == 0:
+                    add(node, pending, [step_of[a] for a in pending.operands])
+                else:
+                    add(node, _Op("unsupported", [], reason="a secondary output (statistics "
+                                  "or indices) used as a value"), [step_of[source]])  # fmt: skip
+                continue
+        op = _classify(gm, node, step_of, tuple_ops)
+        if op.kind == "meta":
+            continue
+        if op.kind != "unsupported":
+            extra = [a for a in carrying if a not in op.operands]
+            if extra or not op.operands:
+                op = _Op("unsupported", [], op.module, reason="more than one input carries paths")
+        aliased = op.kind == "add" and _in_place(node) and _used_later(op.operands[0], node,
+                                                                        order)  # fmt: skip
+        if aliased:
+            # x.add_(y) changes x itself: a later use of x would need y's paths too.
+            op = _Op("unsupported", [], reason="an in-place addition to a value used again "
+                     "afterwards; write x = x + y")  # fmt: skip
+        if op.tuple_output:
+            # The op returns (value, statistics...): its getitem 0 becomes the step.
+            add(node, _Op("tuple", [], reason="a tuple of outputs used as a value"),
+                list(dict.fromkeys(step_of[a] for a in carrying if a in step_of)))
+            tuple_ops[node] = op
+            continue
+        if op.kind == "unsupported":
+            sources = list(dict.fromkeys(step_of[a] for a in carrying if a in step_of))
         else:
-            sources = [step_of[primary]]
-        name = _step_name(node, calls)
-        step = Step(len(steps), node.name, kind, sources, name, module, params)
-        steps.append(step)
-        step_of[node] = step.index
+            sources = [step_of[a] for a in op.operands]
+        step = add(node, op, sources)
+        step.feeds_weight = aliased  # reported even if its own result is unused
+        if op.kind == "weight" and op.weight is not None:
+            weight_args[step.index] = op.weight.name
 
     for step in steps:
         for source in step.sources:
             if step.index not in steps[source].users:
                 steps[source].users.append(step.index)
     for step in reversed(steps):
-        step.feeds_weight = any(
+        step.feeds_weight = step.feeds_weight or any(
             steps[u].kind == "weight" or steps[u].feeds_weight for u in step.users
         )
-    unsupported += [
+    problems = [
+        _describe(gm, s) for s in steps
+        if (s.kind == "unsupported" and (s.feeds_weight or s.holds_weights))
+        or (s.kind == "tuple" and s.feeds_weight)
+    ]  # fmt: skip
+    problems += [
         f"{s.name} (mixes features before a weight layer)"
         for s in steps
         if s.kind == "terminal" and s.feeds_weight
     ]
-    if unsupported:
-        raise _unsupported(unsupported)
+    if problems:
+        raise _unsupported(problems, [s.reason for s in steps if s.kind == "unsupported"])
 
     layers = [s.index for s in steps if s.kind == "weight"]
     if not layers:
         raise UnsupportedModuleError(
-            "the model has no Linear or Conv layer on the path from its input; there are no "
-            "neurons to measure."
+            "the model has no Linear or Conv layer (plain or transposed) on the path from its "
+            "input; there are "
+            "no neurons to measure."
         )
     last = {i for i in layers if not steps[i].feeds_weight}
     read = {i: _read_point(steps, i) for i in layers if i not in last}
-    return Structure(gm, steps, layers, inputs, last, read, traced_with)
+    return Structure(captured, steps, layers, inputs, last, read, weight_args)
 
 
-def _read_point(steps: list[Step], layer: int) -> int:
-    """The step whose value decides the activity of ``layer``'s neurons (SPEC 2.2).
+def _is_weight_call(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A Linear / convolution call, as a module, a function or an ATen operator."""
+    if node.op == "call_module":
+        return classify_module(_module(gm, node))[0] == "weight"
+    if node.op != "call_function":
+        return False
+    rule = aten_rule(node.target)[0] if is_aten(node.target) else FUNCTIONS.get(node.target)
+    return rule is not None and rule.kind == "weight"
+
+
+def _in_place(node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return str(node.target).endswith("_")
+    if node.target in (operator.iadd, operator.isub):
+        return True
+    name = getattr(getattr(node.target, "overloadpacket", None), "__name__", "")
+    return name.endswith("_")
+
+
+def _used_later(value: fx.Node, node: fx.Node, order: dict[fx.Node, int]) -> bool:
+    return any(order[user] > order[node] for user in value.users if user is not node)
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module:
+    return gm.get_submodule(str(node.target))
+
+
+def _holds_weights(node: fx.Node, op: _Op, constants: set[fx.Node]) -> bool:
+    if op.kind != "unsupported":
+        return False
+    if op.module is not None:
+        return any(True for _ in op.module.parameters())
+    return any(a in constants for a in _node_args(node))
+
+
+def _read_point(steps: list[Step], layer: int) -> Read:
+    """Where the activity of ``layer``'s neurons is read (docs/measure.md, "Activity").
 
     Walk forward while the value is used once and only normalization, dropout, identity,
-    residual additions and reshapes intervene; the first nonlinearity met is read. Anything else
-    (pooling, another layer, a fork, the output) stops the walk: the last value before it is read.
+    residual additions, reshapes or permutes intervene; the first nonlinearity met is read.
+    Anything else (pooling, another layer, a fork, the output) stops the walk: the last value
+    before it is read. Permutes are undone when reading; a reshape and a permute on one walk
+    stop it, since the layout could no longer be undone from the shapes alone.
     """
     current = layer
+    undo: list[tuple[Any, ...]] = []
+    reshaped = False
     while len(steps[current].users) == 1:
         user = steps[steps[current].users[0]]
         if user.kind == "nonlin":
-            return user.index
-        if user.kind not in ("identity", "add", "reshape"):
+            return Read(user.index, tuple(undo))
+        if user.kind not in _PASSING:
             break
+        if user.kind == "reshape":
+            if undo:
+                break
+            reshaped = True
+        if user.kind == "permute":
+            item = _permutation(user)
+            if reshaped or item is None:
+                break
+            undo.append(item)
         current = user.index
-    return current
+    return Read(current, tuple(undo))
+
+
+def _permutation(step: Step) -> tuple[Any, ...] | None:
+    """("permute", dims) or ("transpose", d0, d1) of a permute step with constant arguments."""
+    if step.dynamic:
+        return None
+    params = step.params
+    if "dims" in params:
+        dims = params["dims"]
+        return ("permute", tuple(dims)) if all(isinstance(d, int) for d in dims) else None
+    if "dim0" in params:
+        return ("transpose", int(params["dim0"]), int(params["dim1"]))
+    return ("transpose", 0, 1)  # Tensor.t
 
 
 def _node_args(node: fx.Node) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), found.append)
     return found
+
+
+def _has_node(value: Any) -> bool:
+    found: list[fx.Node] = []
+    fx.node.map_arg(value, found.append)
+    return bool(found)
 
 
 def _bind(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
@@ -368,168 +561,215 @@ def _bind(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
     return bound
 
 
+def _bind_method(node: fx.Node, rule: Rule) -> dict[str, Any]:
+    if rule.kind == "permute" and "dims" in rule.names and (
+        len(node.args) > 2 or (len(node.args) == 2 and isinstance(node.args[1], int))
+    ):
+        return {"input": node.args[0], "dims": tuple(node.args[1:])}  # x.permute(0, 2, 3, 1)
+    return _bind(node, rule.names)
+
+
 def _classify(
-    gm: fx.GraphModule, node: fx.Node, step_of: dict[fx.Node, int]
-) -> tuple[str, Any, nn.Module | None, dict[str, Any]]:
-    """(kind, primary input node or operand list, module, parameters)."""
-    first = node.args[0] if node.args else node.kwargs.get("input")
+    gm: fx.GraphModule,
+    node: fx.Node,
+    step_of: dict[fx.Node, int],
+    tuple_ops: dict[fx.Node, _Op],
+) -> _Op:
+    """The routing kind of a node, its count-carrying operands and its parameters."""
+
+    def carrying(value: Any) -> bool:
+        return isinstance(value, fx.Node) and (value in step_of or value in tuple_ops)
+
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)  # type: ignore[arg-type]
-        kind = _classify_module(module)
-        params = _module_params(module)
-        if kind == "pool" and not params["ok"]:
-            kind = "unsupported"
-        if kind == "weight" and getattr(module, "padding_mode", "zeros") != "zeros":
-            kind = "unsupported"  # reflect/replicate/circular padding wires extra edges
-        return kind, first, module, params
-    target = node.target
+        return _classify_module(gm, node)
     if node.op == "call_method":
-        name = str(target)
-        if name in META_METHODS:
-            return "meta", first, None, {}
-        if name in NONLIN_METHODS:
-            return "nonlin", first, None, {}
-        if name in IDENTITY_METHODS:
-            return "identity", first, None, {}
-        if name in ADD_METHODS:
-            return _classify_add(node, step_of)
-        if name in SCALE_METHODS:
-            return "identity", first, None, {}
-        if name in RESHAPE_METHODS:
-            return "reshape", first, None, {}
-        if name in REDUCE_METHODS:
-            return "reduce", first, None, _bind(node, _REDUCE_PARAMS)
-        if name in TERMINAL_METHODS:
-            return "terminal", first, None, {}
-        return "unsupported", first, None, {}
-    if target is builtins.getattr:
-        return ("meta" if node.args[1] in META_ATTRIBUTES else "unsupported"), first, None, {}
-    if target in NONLIN_FUNCTIONS:
-        return "nonlin", first, None, {}
-    if target in IDENTITY_FUNCTIONS:
-        return "identity", first, None, {}
-    if target in ADD_FUNCTIONS:
-        return _classify_add(node, step_of)
-    if target in SCALE_FUNCTIONS:
-        return "identity", first, None, {}
-    if target in MAX_POOL_FUNCTIONS or target in AVG_POOL_FUNCTIONS:
-        is_max = target in MAX_POOL_FUNCTIONS
-        nd = MAX_POOL_FUNCTIONS[target] if is_max else AVG_POOL_FUNCTIONS[target]
-        raw = _bind(node, _MAX_POOL_PARAMS if is_max else _AVG_POOL_PARAMS)
-        params = _pool_params(nd, raw, is_max)
-        return ("pool" if params["ok"] else "unsupported"), first, None, params
-    if target in ADAPTIVE_FUNCTIONS:
-        return "adaptive", first, None, {}
-    if target in RESHAPE_FUNCTIONS:
-        return "reshape", first, None, {}
-    if target in REDUCE_FUNCTIONS:
-        return "reduce", first, None, _bind(node, _REDUCE_PARAMS)
-    if target in CAT_FUNCTIONS:
-        params = _bind(node, _CAT_PARAMS)
-        tensors = params.get("tensors")
-        if not isinstance(tensors, (list, tuple)) or not all(t in step_of for t in tensors):
-            return "unsupported", first, None, {}
-        return "cat", list(tensors), None, {"dim": params.get("dim", 0)}
-    if target in TERMINAL_FUNCTIONS:
-        return "terminal", first, None, {}
-    return "unsupported", first, None, {}
+        name = str(node.target)
+        rule = METHODS.get(name)
+        if rule is None:
+            return _Op("unsupported", [], reason=f"Tensor.{name} has no routing rule")
+        bound = _bind_method(node, rule)
+    elif node.target is GETATTR:
+        if node.args[1] in META_ATTRIBUTES:
+            return _Op("meta", [])
+        return _Op("unsupported", [], reason=f"attribute {node.args[1]!r}")
+    elif node.target is operator.getitem:
+        return _Op("unsupported", [], reason="indexing or slicing has no routing rule")
+    elif is_aten(node.target):
+        rule, names = aten_rule(node.target)
+        if rule is None:
+            return _Op("unsupported", [], reason="no routing rule for this operator")
+        bound = _bind(node, names)
+    else:
+        rule = FUNCTIONS.get(node.target)
+        if rule is None:
+            return _Op("unsupported", [], reason="no routing rule for this function")
+        bound = _bind(node, rule.names)
 
-
-def _classify_add(
-    node: fx.Node, step_of: dict[fx.Node, int]
-) -> tuple[str, Any, nn.Module | None, dict[str, Any]]:
-    operands = [a for a in node.args[:2] if isinstance(a, fx.Node) and a in step_of]
-    other = node.kwargs.get("other")
-    if isinstance(other, fx.Node) and other in step_of:
-        operands.append(other)
-    if len(operands) >= 2:
-        return "add", operands, None, {}
-    # x + constant: the constant is no neuron, paths pass unchanged.
-    return "identity", operands[0] if operands else node.args[0], None, {}
-
-
-def _classify_module(module: nn.Module) -> str:
-    if isinstance(module, WEIGHT_MODULES):
-        return "weight"
-    if isinstance(module, NONLIN_MODULES):
-        return "nonlin"
-    if isinstance(module, IDENTITY_MODULES):
-        return "identity"
-    if isinstance(module, MAX_POOL_MODULES + AVG_POOL_MODULES):
-        return "pool"
-    if isinstance(module, ADAPTIVE_MODULES):
-        return "adaptive"
-    if isinstance(module, RESHAPE_MODULES):
-        return "reshape"
-    if isinstance(module, TERMINAL_MODULES):
-        return "terminal"
-    return "unsupported"
-
-
-def _module_params(module: nn.Module) -> dict[str, Any]:
-    for nd in (1, 2, 3):
-        if isinstance(module, MAX_POOL_MODULES[nd - 1]):
-            return _pool_params(nd, vars(module), True)
-        if isinstance(module, AVG_POOL_MODULES[nd - 1]):
-            return _pool_params(nd, vars(module), False)
-    return {}
-
-
-def _pool_params(nd: int, raw: dict[str, Any], is_max: bool) -> dict[str, Any]:
-    def tup(value: Any, default: Any) -> tuple[int, ...] | None:
-        value = default if value is None else value
-        if isinstance(value, fx.Node):
-            return None
-        if isinstance(value, int):
-            return (value,) * nd
-        value = tuple(value)
-        return value if len(value) == nd and all(isinstance(v, int) for v in value) else None
-
-    kernel = tup(raw.get("kernel_size"), None)
+    kind = rule.kind
+    wanted = _PARAMS.get(kind, ())
     params = {
-        "nd": nd,
-        "kernel": kernel,
-        "stride": tup(raw.get("stride"), kernel),
-        "padding": tup(raw.get("padding"), 0),
-        "dilation": tup(raw.get("dilation"), 1) if is_max else (1,) * nd,
-        "ceil_mode": raw.get("ceil_mode", False),
-        "ok": not raw.get("return_indices", False),
-    }
-    params["ok"] = params["ok"] and all(
-        params[k] is not None for k in ("kernel", "stride", "padding", "dilation")
-    ) and isinstance(params["ceil_mode"], bool)
-    return params
+        k: v for k, v in bound.items()
+        if not carrying(v) and (k in wanted or (kind == "upsample" and k != "input"))
+    }  # fmt: skip
+    params.update(rule.fixed)
+    primary = bound.get("input")
+    if kind in REASONS:
+        return _Op("unsupported", [], reason=REASONS[kind])
+    if kind in ("add", "scale", "product"):
+        operands = [v for k, v in bound.items() if k in ("input", "other") and carrying(v)]
+        if len(operands) >= 2:
+            if kind == "add":
+                return _Op("add", operands)
+            return _Op("unsupported", [], reason=REASONS["product"])
+        if kind == "product":
+            return _Op("unsupported", [], reason="a matrix product with a constant is not a "
+                       "layer the measure knows; write it as nn.Linear")  # fmt: skip
+        return _Op("identity", operands, params=params, tuple_output=rule.tuple_output)
+    if kind == "cat":
+        tensors = bound.get("tensors")
+        if not isinstance(tensors, (list, tuple)) or not all(carrying(t) for t in tensors):
+            return _Op("unsupported", [], reason="concatenation with a constant")
+        return _Op("cat", list(tensors), params={"dim": bound.get("dim", 0)})
+    if not isinstance(primary, fx.Node) or not carrying(primary):
+        return _Op("unsupported", [], reason="the input reaches it through a parameter argument")
+    op = _Op(kind, [primary], params=params, tuple_output=rule.tuple_output)
+    if kind == "weight":
+        weight = bound.get("weight")
+        if not isinstance(weight, fx.Node):
+            return _Op("unsupported", [], reason="a layer without a weight tensor")
+        op.weight = weight
+    elif kind == "pool" and params.get("return_indices"):
+        return _Op("unsupported", [], reason="pooling that returns indices")
+    elif kind == "pad":
+        mode = params.get("mode", "constant")
+        if mode != "constant":
+            return _Op("unsupported", [], reason=f"{mode!r} padding copies positions; only "
+                       "constant padding has a routing rule")  # fmt: skip
+    elif kind == "upsample":
+        mode = _upsample_mode(node.target, params)
+        if mode not in UPSAMPLE_MODES or params.get("antialias"):
+            return _Op("unsupported", [], reason=f"upsampling mode {mode!r} (supported: "
+                       f"{', '.join(sorted(UPSAMPLE_MODES))}, without antialias)")  # fmt: skip
+        op.call = node.target  # type: ignore[assignment]  # a function or an ATen operator
+    return op
 
 
-def _input_name(gm: fx.GraphModule, node: fx.Node) -> str:
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    return "input" if len(placeholders) == 1 else f"input:{node.target}"
+def _classify_module(gm: fx.GraphModule, node: fx.Node) -> _Op:
+    module = _module(gm, node)
+    kind, reason = classify_module(module)
+    primary = node.args[0] if node.args else node.kwargs.get("input")
+    if kind == "unsupported":
+        return _Op("unsupported", [], module, reason=reason or "no routing rule for this module")
+    if not isinstance(primary, fx.Node):
+        return _Op("unsupported", [], module, reason="called without a tensor input")
+    op = _Op(kind, [primary], module)
+    if kind == "weight" and getattr(module, "padding_mode", "zeros") != "zeros":
+        op = _Op("unsupported", [], module, reason=f"padding_mode={module.padding_mode!r} "
+                 "copies positions; only zero padding has a routing rule")  # fmt: skip
+    elif kind == "pool" and getattr(module, "return_indices", False):
+        op = _Op("unsupported", [], module, reason="pooling that returns indices")
+    elif kind == "pool":
+        op.params = {
+            "nd": 1 + [*MAX_POOL_MODULES, *_AVG_POOL_MODULES].index(_pool_base(module)) % 3,
+            "max": isinstance(module, MAX_POOL_MODULES),
+            **{k: v for k, v in vars(module).items() if not k.startswith("_")},
+        }
+    elif kind == "upsample":
+        mode = str(getattr(module, "mode", "nearest"))
+        if mode not in UPSAMPLE_MODES:
+            op = _Op("unsupported", [], module, reason=f"upsampling mode {mode!r}")
+        else:
+            op.call = module
+    elif kind == "pad":
+        op.params = {"pad": tuple(module.padding), "value": module.value}  # type: ignore[arg-type]
+    return op
 
 
-def _step_name(node: fx.Node, calls: dict[str, int]) -> str:
-    base = str(node.target) if node.op == "call_module" else node.name
+_AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+# The arguments each kind's counting needs (upsampling keeps all, to replay the op).
+_PARAMS = {
+    "weight": ("stride", "padding", "dilation", "groups", "output_padding", "transposed"),
+    "pool": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "reduce": ("dim", "keepdim"),
+    "permute": ("dims", "dim0", "dim1"),
+    "pad": ("pad", "mode", "value"),
+    "cat": ("dim",),
+}
+
+
+def _pool_base(module: nn.Module) -> type[nn.Module]:
+    return next(c for c in (*MAX_POOL_MODULES, *_AVG_POOL_MODULES) if isinstance(module, c))
+
+
+def _upsample_mode(target: Any, params: dict[str, Any]) -> str:
+    name = getattr(getattr(target, "overloadpacket", None), "__name__", "")
+    if name:
+        for prefix, mode in (("_upsample_nearest_exact", "nearest-exact"),
+                             ("upsample_nearest", "nearest"), ("upsample_linear", "linear"),
+                             ("upsample_bilinear", "bilinear"),
+                             ("upsample_trilinear", "trilinear")):  # fmt: skip
+            if name.startswith(prefix):
+                return mode
+        return name
+    if getattr(target, "__name__", "") == "upsample_bilinear":
+        return "bilinear"
+    if getattr(target, "__name__", "") == "upsample_nearest":
+        return "nearest"
+    mode = params.get("mode", "nearest")
+    return mode if isinstance(mode, str) else "a computed mode"
+
+
+def _step_name(node: fx.Node, kind: str, calls: dict[str, int]) -> str:
+    if node.op == "call_module":
+        base = str(node.target)
+    elif kind == "weight":
+        base = _owner(node) or node.name
+    else:
+        base = node.name
     calls[base] = calls.get(base, 0) + 1
     return base if calls[base] == 1 else f"{base}#{calls[base]}"
 
 
-def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
+def _owner(node: fx.Node) -> str:
+    """The qualified name of the innermost module whose forward made this call."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return str(path).removeprefix("L['self'].").removeprefix("L__self__.")
+
+
+def _describe(gm: fx.GraphModule, step: Step) -> str:
+    node = next(n for n in gm.graph.nodes if n.name == step.node)
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)  # type: ignore[arg-type]
-        return f"{node.target} ({type(module).__name__})"
-    if node.op == "call_method":
-        return f"{node.name} (Tensor.{node.target})"
-    label = getattr(node.target, "__name__", str(node.target))
-    return f"{node.name} ({label})"
+        label = f"{node.target} ({type(_module(gm, node)).__name__})"
+    elif node.op == "call_method":
+        label = f"{node.name} (Tensor.{node.target})"
+    else:
+        target = getattr(node.target, "__name__", str(node.target))
+        owner = _owner(node)
+        label = f"{node.name} ({target}{' in ' + owner if owner else ''})"
+    return f"{label}: {step.reason}" if step.reason else label
 
 
-def _unsupported(items: list[str]) -> UnsupportedModuleError:
-    listed = "\n  ".join(items)
+def _unsupported(items: list[str], reasons: list[str]) -> UnsupportedModuleError:
+    shown = items[:12]
+    more = f"\n  ... and {len(items) - 12} more" if len(items) > 12 else ""
+    head = "the emergence measure cannot route paths through these modules/ops"
+    if any(r in (REASONS["attention"], REASONS["product"]) for r in reasons):
+        head = (
+            "the emergence measure does not support attention or gating, where a value computed "
+            "from the input multiplies another (see docs/measure.md, 'Attention'); it cannot "
+            "route paths through these modules/ops"
+        )
+    listed = "\n  ".join(shown)
     return UnsupportedModuleError(
-        "the emergence measure cannot route paths through these modules/ops:\n  "
-        f"{listed}\nSupported: Linear, Conv1d-3d (zero padding), normalization, dropout, "
-        "identity, elementwise activations, max/avg/adaptive pooling, flatten/view/reshape, "
-        "mean/sum over non-batch dims, residual additions, concatenation, scaling by constants."
+        f"{head}:\n  {listed}{more}\nSupported: Linear, Conv1d-3d and ConvTranspose1d-3d (zero "
+        "padding), normalization, dropout, identity, elementwise activations, max/avg/adaptive "
+        "pooling, upsampling (nearest, linear), constant padding, flatten/view/reshape/permute, "
+        "mean/sum over non-batch dims, residual additions, concatenation, scaling by constants "
+        "(docs/measure.md, 'Structure and support')."
     )
 
 
-__all__ = ["Step", "Structure", "read_structure"]
+__all__ = ["Probe", "Read", "Step", "Structure", "analyse", "read_structure"]

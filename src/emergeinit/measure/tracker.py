@@ -1,8 +1,11 @@
-"""Emergence during training: :func:`measure_emergence` on a fixed probe batch every k steps."""
+"""Emergence during training: :func:`measure_emergence` on a fixed probe batch every k steps.
+
+See docs/measure.md, "During training".
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
 import torch
@@ -10,6 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..schedule import check_choice
+from .capture import ModelInputs, model_inputs
 from .network import (
     Activity,
     EmergenceResult,
@@ -32,8 +36,9 @@ class EmergenceTracker:
     is plain data, for a training checkpoint; ``load_state_dict`` resumes the history.
 
     Args:
-        probe: the probe batch (a tensor, or a sequence of tensors for a multi-input model);
-            a copy is kept, moved to the model's device when measuring.
+        probe: the probe batch: a tensor, a tuple of positional tensors or a dict of keyword
+            inputs (as for :func:`measure_emergence`); a copy is kept, moved to the model's
+            device when measuring.
         every: record when ``step % every == 0`` (step 0 included).
         tau, form, activity, granularity: passed to :func:`measure_emergence`.
         keep_per_sample: also store every sample's ``log10 E``.
@@ -52,7 +57,7 @@ class EmergenceTracker:
 
     def __init__(
         self,
-        probe: torch.Tensor | Sequence[torch.Tensor],
+        probe: torch.Tensor | Sequence[torch.Tensor] | Mapping[str, Any],
         *,
         every: int = 100,
         tau: float = 0.05,
@@ -67,11 +72,12 @@ class EmergenceTracker:
         check_choice("activity", activity, get_args(Activity))
         check_choice("granularity", granularity, get_args(Granularity))
         tau = _check_tau(tau)
-        tensors = (probe,) if isinstance(probe, torch.Tensor) else tuple(probe)
-        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
-            raise ConfigError("probe must be a tensor or a non-empty sequence of tensors.")
-        self._probe = tuple(t.detach().clone() for t in tensors)
-        self._on_device: tuple[torch.Tensor, ...] = self._probe
+        try:
+            checked = model_inputs(probe)
+        except ConfigError as error:
+            raise ConfigError(f"bad probe batch: {error}") from None
+        self._probe = checked.map_tensors(lambda t: t.detach().clone())
+        self._on_device: ModelInputs = self._probe
         self.every = every
         self.options: dict[str, Any] = {
             "tau": tau,
@@ -118,10 +124,9 @@ class EmergenceTracker:
     def measure(self, model: nn.Module) -> EmergenceResult:
         """The full :class:`EmergenceResult` on the probe batch, without recording it."""
         device = _device_of(model)
-        if device is not None and self._on_device[0].device != device:
-            self._on_device = tuple(t.to(device) for t in self._probe)
-        probe = self._on_device[0] if len(self._on_device) == 1 else self._on_device
-        return measure_emergence(model, probe, **self.options)
+        if device is not None and self._on_device.device != device:
+            self._on_device = self._probe.map_tensors(lambda t: t.to(device))
+        return measure_emergence(model, self._on_device.as_inputs(), **self.options)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data (no tensors): the options and the history. The probe batch is not saved."""

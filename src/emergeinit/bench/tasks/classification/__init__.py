@@ -199,8 +199,12 @@ class ClassificationTask(Task):
         from ...data import pool_sizes
 
         seen: set[str] = set()
+        tables: set[int] = set()  # runs of one dataset share their data table: skip by identity
         for run in runs:
             data = run["data"]
+            if id(data) in tables:
+                continue
+            tables.add(id(data))
             key = json.dumps(data, sort_keys=True)
             if key in seen:
                 continue
@@ -243,12 +247,7 @@ class ClassificationTask(Task):
             idx = torch.randint(len(splits.train_y), (n,), generator=init_data).to(device)
             return splits.train_x[idx], splits.train_y[idx]
 
-        measure = None
-        if run["measure"]["enabled"]:
-            try:  # the measure is optional: a core without it still trains
-                measure = _measurer(run, splits.val_x)
-            except ImportError:
-                measure = None
+        measure = _measurer(run, splits.val_x) if run["measure"]["enabled"] else None
         return Prepared(spec=spec, example=example, sample=sample, measure=measure, data=splits)
 
     def train(
