@@ -5,13 +5,13 @@ their order and units, and resume after a stop."""
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from emergeinit.bench import run_study
-from emergeinit.bench.study import StudyDir
 from emergeinit.cli import app
 
 SMALL = [
@@ -48,7 +48,9 @@ def test_results_adamw_runs_shrunk_through_the_cli(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-def test_results_resnet_runs_shrunk_reaches_the_init_and_resumes(tmp_path: Path) -> None:
+def test_results_resnet_runs_shrunk_reaches_the_init_and_resumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "resnet"
     study = run_study("results-resnet", out=out, overrides=RESNET, workers=1)
     rows = _rows(out)
@@ -88,8 +90,9 @@ def test_results_resnet_runs_shrunk_reaches_the_init_and_resumes(tmp_path: Path)
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(kept)
-    assert len(StudyDir(out).finished_rows()) == 10
-    run_study("results-resnet", out=out, overrides=RESNET, workers=1)
+    with caplog.at_level(logging.INFO, logger="emergeinit.bench"):
+        run_study("results-resnet", out=out, overrides=RESNET, workers=1, quiet=False)
+    assert "24 runs, 10 already finished, 14 to run" in caplog.text
     after = {r["run_id"]: r for r in _rows(out)}
     assert after.keys() == before.keys()
     timing = {"init_seconds", "train_seconds", "wall_seconds"}
