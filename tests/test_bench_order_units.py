@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from emergeinit import emergence_init_
+from emergeinit.bench import config
+from emergeinit.bench.feasibility import check_scales
 from emergeinit.bench.inits import InitContext, apply_init
+from emergeinit.bench.study import expand
+from emergeinit.errors import ConfigError
 from emergeinit.models import build_model, example_input
 
 SPEC = "resnet:1x8x8-4x1-8x1-8x1-10"  # a stem, three blocks, two projection shortcuts
@@ -100,3 +104,11 @@ def test_a_plug_in_optimizer_gets_its_family_multipliers_and_keeps_its_own_decay
     for group in outcome.param_groups:
         assert "weight_decay" not in group  # the optimizer's own setting applies
         assert group["lr_multiplier"] == pytest.approx(1.5 ** -group["exponent"], rel=1e-12)
+
+
+def test_the_scale_preflight_plans_with_the_runs_units() -> None:
+    # alpha 1e10 over 10 layer units reaches 1e10**5 (past float32); over 5 blocks, 1e10**2.
+    overrides = [f"model.spec='{SPEC}'", "init.alpha=1e10", "init.names=['kaiming','emergence']"]
+    with pytest.raises(ConfigError, match=r"init\.alpha: alpha = 1e\+10 does not fit"):
+        check_scales(expand(config.load("smoke", overrides)))
+    check_scales(expand(config.load("smoke", [*overrides, "init.units='blocks'"])))
