@@ -107,6 +107,8 @@ _TEXT_COLUMNS = (
     "model",
     "init",
     "base",
+    "order",  # the depth order and units columns came with the store (text, as base is)
+    "units",
     "optimizer",
     "error",
 )

@@ -147,7 +147,7 @@ def test_a_rerun_after_garbage_keeps_every_intact_row(smoke: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert result.stderr == (
         "warning: results.csv: 1 damaged line(s) set aside to results.setaside.csv: line 8: "
-        "1 fields where the header has 33\n"
+        "1 fields where the header has 35\n"
     )
     assert (study / "results.csv").read_text() == intact
     assert "garbage" in (study / "results.setaside.csv").read_text()
@@ -188,7 +188,7 @@ def test_report_names_damage_instead_of_a_traceback(
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     named = {
         "truncated": "line 7: cut off",
-        "garbage row": "line 4: 1 fields where the header has 33",
+        "garbage row": "line 4: 1 fields where the header has 35",
         "non-numeric cell": "line 3: steps is 'sixty-four', not an integer",
     }[damage]
     assert f"warning: results.csv: 1 damaged line(s) not counted: {named}" in result.stderr

@@ -149,7 +149,8 @@ def test_a_grid_larger_than_max_runs_is_refused_before_expanding(
     assert isinstance(exc, TooManyRunsError)
     assert str(exc) == (
         "study 'smoke' has 10,004 runs (data.dataset 1 x model.spec 1 x train.lr 1 x init "
-        "settings 4 (init.alpha x pivot x head x base = 3 per emergence init) x train.seeds "
+        "settings 4 (init.alpha x pivot x head x base x order x units = 3 per emergence init) x "
+        "train.seeds "
         "2501), more than --max-runs 10,000; to run them all, add --max-runs 10004 (Python: "
         "run_study(..., max_runs=10004)), or make an axis shorter"
     )

@@ -210,15 +210,17 @@ class LogObserver:
 
 
 def run_text(run: dict[str, Any]) -> str:
-    """One line naming a run: model, init (with its options), lr and seed."""
+    """One line naming a run: model, init (with its options), optimizer, lr and seed."""
     init = run["init"]
     shown = label(
         {
             "init": plugin_label("init", init["name"]),
-            **{k: init.get(k) for k in ("base", "alpha", "pivot", "head")},
+            **{k: init.get(k) for k in ("base", "alpha", "pivot", "head", "order", "units")},
         }
     )
-    return f"{run['model']} {shown} lr={run['train']['lr']:g} seed={run['seed']}"
+    train = run["train"]
+    optimizer = plugin_label("optimizer", train["optimizer"])
+    return f"{run['model']} {shown} {optimizer} lr={train['lr']:g} seed={run['seed']}"
 
 
 def device_override(device: str | None) -> list[str]:
@@ -372,18 +374,23 @@ def _check_arguments(workers: int, max_runs: int, out: str | Path | None) -> Non
 
 def _grid_text(cfg: dict[str, Any], total: int) -> str:
     """The grid's axes and their sizes: ``data.dataset 1 x model.spec 2 x ...``."""
+    grid = cfgmod.learning_rates(cfg)
+    lrs = "train.lr" if len(grid) == 1 else "train.optimizer x lr"
     sizes = {
         "data.dataset": len(cfg["data"]["dataset"]),
         "model.spec": len(cfg["model"]["spec"]),
-        "train.lr": len(cfg["train"]["lr"]),
+        lrs: sum(len(v) for v in grid.values()),
         "train.seeds": len(cfg["train"]["seeds"]),
     }
     settings = total // math.prod(sizes.values())
     init = cfg["init"]
-    per = math.prod(len(init[k]) for k in ("alpha", "pivot", "head", "base"))
+    per = math.prod(len(init[k]) for k in cfgmod.EMERGENCE_AXES)
     shown = f"init settings {settings}"
     if per > 1:
-        shown += f" (init.alpha x pivot x head x base = {per} per emergence init)"
+        shown += (
+            f" (init.{' x '.join(cfgmod.EMERGENCE_AXES)} = {per} per emergence init"
+            + (", some excluded)" if init["exclude"] else ")")
+        )
     parts = [f"{k} {v}" for k, v in sizes.items() if k != "train.seeds"]
     return " x ".join([*parts, shown, f"train.seeds {sizes['train.seeds']}"])
 

@@ -91,7 +91,11 @@ def check_scales(runs: Iterable[dict[str, Any]]) -> None:
     ``init.alpha``). Other problems the planner finds are left to the run, which plans on its
     own traced example and reports them in its row. The planner reads the units in
     registration order here (no example batch is traced): the range check depends only on the
-    exponents and the weights' dtypes, not on which unit gets which exponent."""
+    exponents and the weights' dtypes, not on which unit gets which exponent. The run's units
+    (``init.units``) are used; ``order = "graph"`` needs a traced batch, so it is checked as
+    call order, whose levels (one per unit) are at least as many as graph order's distinct
+    depths: its exponents are at least as large, so the check may refuse an alpha that only
+    graph order would take, but never passes one that fails."""
     from ..init import emergence_param_groups
 
     seen: set[tuple[Any, ...]] = set()
@@ -99,7 +103,8 @@ def check_scales(runs: Iterable[dict[str, Any]]) -> None:
         init = run["init"]
         if init["name"] not in EMERGENCE_INITS:
             continue
-        key = (run["model"], init["alpha"], init["pivot"], init["head"], init["even"])
+        units = init.get("units", "auto")
+        key = (run["model"], init["alpha"], init["pivot"], init["head"], init["even"], units)
         if key in seen:
             continue
         seen.add(key)
@@ -108,7 +113,7 @@ def check_scales(runs: Iterable[dict[str, Any]]) -> None:
             emergence_param_groups(
                 _weightless(spec),
                 alpha,
-                units="auto",
+                units=units,
                 example_input=None,
                 pivot=init["pivot"],
                 even=init["even"],

@@ -29,7 +29,7 @@ def _vs_alpha(rows: list[Row], folder: Path, metric: str) -> Path | None:
     settings = stats.group(rows, stats.SETTING)
     fig, axes = figures.figure(len(settings))
     for ax, (_, members) in zip(axes, settings.items(), strict=True):
-        keys = ("init", "base", "pivot", "head")
+        keys = stats.BUT_ALPHA
         for j, (_, line) in enumerate(stats.group(
             [r for r in members if r["init"] in EMERGENCE_INITS], keys
         ).items()):  # fmt: skip

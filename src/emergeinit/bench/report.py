@@ -19,6 +19,7 @@ from typing import Any
 
 from . import stats, tasks
 from .answer import AnswerEntry, answer_markdown
+from .config import learning_rates, optimizers
 from .inits import DESCRIPTIONS
 from .labels import EMERGENCE_INITS, label, setting_label
 from .markdown import num as _num
@@ -56,7 +57,7 @@ def _header(
         f"- task: {cfg['study']['task']}; datasets: {', '.join(cfg['data']['dataset'])}",
         f"- runs in results.csv: {len(all_rows)} (ok {counts['ok']}, diverged "
         f"{counts['diverged']}, failed {counts['failed']}); seeds: {seeds}",
-        f"- training: {cfg['train']['optimizer']}, {cfg['train']['epochs']} epoch(s), batch "
+        f"- training: {', '.join(optimizers(cfg))}, {cfg['train']['epochs']} epoch(s), batch "
         f"{task.batch_text(cfg)}, schedule {cfg['train']['schedule']}; train subset "
         f"{cfg['data']['train_size'] or 'all'}, validation {cfg['data']['val_size']}, test "
         f"{cfg['data']['test_size'] or 'all'}",
@@ -355,7 +356,7 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
     alphas = {r["alpha"] for r in emergence}
     report_metrics = [m for m in cfg["stats"]["primary"] if m != metric] or [metric]
     if emergence:
-        keys = (*stats.SETTING, "init", "base", "pivot", "head")
+        keys = (*stats.SETTING, *stats.BUT_ALPHA)
         out += [
             "## Best alpha, chosen on validation, reported on held-out seeds",
             "",
@@ -385,7 +386,8 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             ],
             table,
         )
-    if len(cfg["train"]["lr"]) > 1:
+    grid = learning_rates(cfg)
+    if any(len(lrs) > 1 for lrs in grid.values()):
         pair_keys = ("dataset", "model", "optimizer")
         keys = (*pair_keys, *stats.INIT_KEYS)
         table = []
@@ -402,8 +404,8 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
         out += [
             "## Learning rate tuned per init (validation-chosen, held-out seeds)",
             "",
-            f"lr chosen per init by mean {metric} on seeds {chosen} (from "
-            f"{sorted(cfg['train']['lr'])}); reported on held-out seeds {held} only, paired by "
+            f"lr chosen per init by mean {metric} on seeds {chosen} (from {_lr_grid(grid)}); "
+            f"reported on held-out seeds {held} only, paired by "
             f"seed with {baseline} at {baseline}'s own chosen lr (the fair comparison: each init "
             "at its best learning rate).",
             "",
@@ -422,6 +424,14 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             ),
         ]
     return out
+
+
+def _lr_grid(grid: dict[str, list[float]]) -> str:
+    """The learning rates chosen from: ``[0.01, 0.1]``, or per optimizer ``sgd [0.05, 0.1],
+    adamw [0.001, 0.003]``."""
+    if len(grid) == 1:
+        return str(sorted(next(iter(grid.values()))))
+    return ", ".join(f"{name} {sorted(lrs)}" for name, lrs in grid.items())
 
 
 def _emergence_section(cfg: dict[str, Any], rows: list[Row]) -> list[str]:

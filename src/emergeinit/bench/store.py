@@ -77,8 +77,11 @@ FINISHED = ("ok", "diverged")
 # the report has always used. A column the store does not know (one a user added) is text, so
 # adding a column in a spreadsheet never turns every row into damage.
 TEXT_COLUMNS = frozenset(
-    ("run_id", "status", "task", "dataset", "model", "init", "base", "optimizer", "error")
-)
+    (
+        "run_id", "status", "task", "dataset", "model", "init", "base", "order", "units",
+        "optimizer", "error",
+    )
+)  # fmt: skip
 INT_COLUMNS = frozenset(("seed", "epochs", "steps"))
 BOOL_COLUMNS = frozenset(("head",))
 NUMBER_COLUMNS = frozenset(
@@ -90,7 +93,9 @@ NUMBER_COLUMNS = frozenset(
 )  # fmt: skip
 NUMBER_PREFIXES = ("steps_to_",)
 # Columns with few distinct values: their strings are shared between rows (memory at 10^6 rows).
-_SHARED_TEXT = frozenset(("status", "task", "dataset", "model", "init", "base", "optimizer"))
+_SHARED_TEXT = frozenset(
+    ("status", "task", "dataset", "model", "init", "base", "order", "units", "optimizer")
+)
 
 _RUN_ID = re.compile(r"[0-9a-f]{12}")
 _BOM = b"\xef\xbb\xbf"

@@ -67,10 +67,11 @@ def preflight(
     for name in cfg["init"]["names"]:
         if name not in BUILTIN_INITS:
             resolve_init(name)
-    train = {**cfg["train"], "lr": cfg["train"]["lr"][0]}
-    optim.check_optimizer(train)
-    if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
-        optim.family(train)  # a plug-in optimizer must say how it scales updates
+    for optimizer, lrs in cfgmod.learning_rates(cfg).items():
+        train = {**_train_table(cfg, optimizer), "lr": lrs[0]}
+        optim.check_optimizer(train)
+        if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
+            optim.family(train)  # a plug-in optimizer must say how it scales updates
     return task.preflight(cfg, data_dir)
 
 
@@ -86,11 +87,17 @@ def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
     init = cfg["init"]
     if name in EMERGENCE_INITS:
         return [
-            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"]}
-            for a, p, h, b in itertools.product(
-                init["alpha"], init["pivot"], init["head"], init["base"]
+            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"],
+             "order": o, "units": u}
+            for a, p, h, b, o, u in itertools.product(
+                init["alpha"], init["pivot"], init["head"], init["base"], init["order"],
+                init["units"],
             )
-        ]
+            if not cfgmod.excluded(
+                {"alpha": a, "pivot": p, "head": h, "base": b, "order": o, "units": u},
+                init["exclude"],
+            )
+        ]  # fmt: skip
     if name == "lsuv":
         return [{"name": name, "lsuv": dict(init["lsuv"])}]
     if name == "gradinit":
@@ -99,25 +106,51 @@ def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def _table_count(cfg: dict[str, Any], name: str) -> int:
-    init = cfg["init"]
-    if name in EMERGENCE_INITS:
-        return len(init["alpha"]) * len(init["pivot"]) * len(init["head"]) * len(init["base"])
-    return 1
+    # The emergence axes' product is small (it is not multiplied by data, models, lrs, seeds).
+    return len(_init_tables(cfg, name)) if name in EMERGENCE_INITS else 1
 
 
 def count_runs(cfg: dict[str, Any]) -> int:
-    """How many runs :func:`expand` gives, without expanding: datasets x models x lrs x (init
-    tables) x seeds.
+    """How many runs :func:`expand` gives, without expanding: datasets x models x (lrs summed
+    over optimizers) x (init tables) x seeds.
 
     >>> from emergeinit.bench import config
     >>> count_runs(config.load("smoke"))
     6
     """
     tables = sum(_table_count(cfg, name) for name in cfg["init"]["names"])
+    lrs = sum(len(v) for v in cfgmod.learning_rates(cfg).values())
     return (
-        len(cfg["data"]["dataset"]) * len(cfg["model"]["spec"]) * len(cfg["train"]["lr"])
+        len(cfg["data"]["dataset"]) * len(cfg["model"]["spec"]) * lrs
         * tables * len(cfg["train"]["seeds"])
     )  # fmt: skip
+
+
+def _train_table(cfg: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """A run's ``train`` table for one optimizer, without its lr: the keys that optimizer
+    reads (``momentum`` and ``nesterov`` only for SGD and plug-ins), ``weight_decay`` its own."""
+    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
+    train["optimizer"] = optimizer
+    train["weight_decay"] = cfgmod.for_optimizer(cfg["train"], "weight_decay", optimizer)
+    if optimizer in ("adam", "adamw"):
+        for key in optim.SGD_ONLY:
+            train.pop(key)
+    return train
+
+
+def _run_init(init: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """The init table as a run holds it. ``emergence-lr`` under a built-in optimizer with
+    weight decay gives each group the decay that keeps it equal to the weight form
+    (docs/method.md, "The learning-rate form"); such runs say so (``decay = "per-unit"``),
+    which also keeps their ids apart from runs of earlier versions, whose groups took the
+    optimizer-wide decay."""
+    if (
+        init["name"] == "emergence-lr"
+        and train["optimizer"] in optim.BUILTIN
+        and train["weight_decay"] > 0
+    ):
+        return {**init, "decay": "per-unit"}
+    return init
 
 
 def _json(value: Any) -> str:
@@ -128,12 +161,13 @@ def _json(value: Any) -> str:
 def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of the study, as self-contained run configs, in a stable order.
 
-    Emergence-only axes (alpha, pivot, head, base) multiply only the emergence inits; each
-    other init runs once per (dataset, model, lr, seed). Runs share their tables (a run's
-    ``data``, ``train``, ``init`` and ``measure`` are the same objects as its neighbours'):
-    treat them as read-only. The run ids are those of :func:`run_id`, computed from JSON
-    fragments built once per table, so a grid of 10^6 runs expands in seconds (see
-    ``docs/performance.md#grid-expansion``).
+    Emergence-only axes (alpha, pivot, head, base, order, units) multiply only the emergence
+    inits; each other init runs once per (dataset, model, optimizer, lr, seed). Each optimizer
+    runs with its own learning rates (``train.lr`` as a table keyed by optimizer). Runs share
+    their tables (a run's ``data``, ``train``, ``init`` and ``measure`` are the same objects as
+    its neighbours'): treat them as read-only. The run ids are those of :func:`run_id`,
+    computed from JSON fragments built once per table, so a grid of 10^6 runs expands in
+    seconds (see ``docs/performance.md#grid-expansion``).
     """
     # The loop makes millions of small dicts and no cycles: the cyclic garbage collector,
     # which would scan them again and again as they pile up, cost more than the loop itself.
@@ -149,10 +183,7 @@ def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 def _expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     task = tasks.get(cfg["study"]["task"])
     name = cfg["study"]["task"]
-    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
-    if train["optimizer"] in ("adam", "adamw"):
-        for key in optim.SGD_ONLY:
-            train.pop(key)
+    schedule = cfgmod.learning_rates(cfg)
     measure = dict(cfg["measure"])
     own = task.run_tables(cfg)
     seeds = [(seed, _json(seed)) for seed in cfg["train"]["seeds"]]
@@ -167,12 +198,19 @@ def _expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         for template in cfg["model"]["spec"]:
             spec = task.model_spec(cfg, dataset, template)
             fragments["model"] = _json(spec)
-            for lr in cfg["train"]["lr"]:
-                train_lr = {**train, "lr": lr}
-                fragments["train"] = _json(_identity_train(train_lr))
-                for init_name in cfg["init"]["names"]:
-                    for init in _init_tables(cfg, init_name):
-                        fragments["init"] = _json(init)
+            for optimizer, lrs in schedule.items():
+                train = _train_table(cfg, optimizer)
+                inits = [
+                    _run_init(init, train)
+                    for init_name in cfg["init"]["names"]
+                    for init in _init_tables(cfg, init_name)
+                ]
+                init_texts = [_json(_identity_init(init)) for init in inits]
+                for lr in lrs:
+                    train_lr = {**train, "lr": lr}
+                    fragments["train"] = _json(_identity_train(train_lr))
+                    for init, init_text in zip(inits, init_texts, strict=True):
+                        fragments["init"] = init_text
                         # The id's JSON text is head + seed + tail: hash the head once.
                         parts = [f"{_json(k)}:{fragments.get(k, '')}" for k in keys]
                         at = keys.index("seed")
@@ -264,11 +302,13 @@ def _probe(run: dict[str, Any], data_dir: Path | None) -> None:
 
 
 # ``train`` keys left out of the run id: how a run executes, never what it computes (so that
-# checkpointing more or less often never makes a run a different one), and options added after
-# studies were first recorded, while at their default (so adding an option never changes the
-# ids, and with them the resumability, of existing studies).
+# checkpointing more or less often never makes a run a different one).
 EXECUTION_ONLY = ("checkpoint_every",)
+# Keys of a run's ``train`` and ``init`` tables added after studies were first recorded, left
+# out of the run id while at their default (so adding an option never changes the ids, and
+# with them the resumability, of existing studies).
 ADDED_DEFAULTS = {"autocast": "none"}
+ADDED_INIT_DEFAULTS = {"order": "call", "units": "auto"}
 
 
 def _identity_train(train: dict[str, Any]) -> dict[str, Any]:
@@ -280,12 +320,23 @@ def _identity_train(train: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _identity_init(init: dict[str, Any]) -> dict[str, Any]:
+    """The ``init`` table as the run id sees it (later-added keys at their defaults left out)."""
+    return {
+        k: v
+        for k, v in init.items()
+        if k not in ADDED_INIT_DEFAULTS or ADDED_INIT_DEFAULTS[k] != v
+    }
+
+
 def run_id(run: dict[str, Any]) -> str:
     """A stable 12-hex-digit hash of a run's resolved config (``run_id`` itself, execution-only
     keys and later-added keys at their defaults excluded)."""
     body = {k: v for k, v in run.items() if k != "run_id"}
     if isinstance(body.get("train"), dict):
         body["train"] = _identity_train(body["train"])
+    if isinstance(body.get("init"), dict):
+        body["init"] = _identity_init(body["init"])
     return hashlib.sha256(_json(body).encode()).hexdigest()[:12]
 
 
@@ -296,7 +347,7 @@ def columns(cfg: dict[str, Any]) -> list[str]:
     own = list(tasks.get(cfg["study"]["task"]).columns)
     return [
         "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot",
-        "head", "optimizer", "lr", "seed", "epochs",
+        "head", "order", "units", "optimizer", "lr", "seed", "epochs",
         "val_acc_epoch1", "test_acc_epoch1", "val_acc_final", "test_acc_final", "test_loss",
         "train_loss_final", "steps", *targets, "log10_e_init", "log10_e_final",
         "init_seconds", "train_seconds", "wall_seconds", *RESERVED, *own, "error",
@@ -326,7 +377,7 @@ def plugin_info(cfg: dict[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
     named = {
         "init": cfg["init"]["names"],
         "dataset": cfg["data"]["dataset"],
-        "optimizer": [cfg["train"]["optimizer"]],
+        "optimizer": cfgmod.optimizers(cfg),
     }
     out: dict[str, dict[str, dict[str, str]]] = {}
     for kind, names in named.items():
@@ -352,6 +403,10 @@ def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         "alpha": init.get("alpha", ""),
         "pivot": init.get("pivot", ""),
         "head": init.get("head", ""),
+        # Empty at the default, as in runs recorded before these options existed, so a
+        # resumed study's old and new rows name the same configuration alike.
+        "order": _non_default(init, "order"),
+        "units": _non_default(init, "units"),
         "optimizer": plugin_label("optimizer", run["train"]["optimizer"]),
         "lr": run["train"]["lr"],
         "seed": run["seed"],
@@ -359,6 +414,11 @@ def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     }
     row.update(summary)
     return row
+
+
+def _non_default(init: dict[str, Any], key: str) -> str:
+    value = init.get(key)
+    return "" if value is None or value == ADDED_INIT_DEFAULTS[key] else str(value)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -433,11 +493,12 @@ def _template_pattern(template: str) -> re.Pattern[str]:
 def order_rows(
     rows: list[dict[str, Any]], cfg: dict[str, Any], plugins: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """``rows`` in the study's run order: by dataset, model, lr, init, alpha, pivot, head,
-    base and seed as ``cfg`` lists them (the order of :func:`expand`), read from the rows'
-    own cells, so no plug-in is imported. Rows are appended to ``results.csv`` as runs end;
-    this gives the report the same order whatever order they ended in. ``plugins`` is
-    ``environment.json``'s table of plug-in labels (rows name a plug-in by its label).
+    """``rows`` in the study's run order: by dataset, model, optimizer, lr, init, alpha, pivot,
+    head, base, order, units and seed as ``cfg`` lists them (the order of :func:`expand`),
+    read from the rows' own cells, so no plug-in is imported. Rows are appended to
+    ``results.csv`` as runs end; this gives the report the same order whatever order they
+    ended in. ``plugins`` is ``environment.json``'s table of plug-in labels (rows name a
+    plug-in by its label).
     A cell the config does not list sorts after those it does, by its text."""
     plugins = plugins or {}
 
@@ -446,14 +507,18 @@ def order_rows(
         return _first_positions(shown.get(n, {}).get("label", n) for n in names)
 
     init = cfg["init"]
+    grid = cfgmod.learning_rates(cfg)
     axes = [
         ("dataset", labels("dataset", cfg["data"]["dataset"])),
-        ("lr", _first_positions(cfg["train"]["lr"])),
+        ("optimizer", labels("optimizer", list(grid))),
+        ("lr", _first_positions(lr for lrs in grid.values() for lr in lrs)),
         ("init", labels("init", init["names"])),
         ("alpha", _first_positions(init["alpha"])),
         ("pivot", _first_positions(init["pivot"])),
         ("head", _first_positions(init["head"])),
         ("base", _first_positions(init["base"])),
+        ("order", _first_positions(init["order"])),
+        ("units", _first_positions(init["units"])),
         ("seed", _first_positions(cfg["train"]["seeds"])),
     ]
     patterns = [_template_pattern(t) for t in cfg["model"]["spec"]]
@@ -470,6 +535,8 @@ def order_rows(
         out: list[tuple[int, str]] = []
         for name, where in axes:
             value = row.get(name)
+            if name in ADDED_INIT_DEFAULTS and value in (None, ""):
+                value = ADDED_INIT_DEFAULTS[name]  # results.csv leaves the defaults empty
             if value is None or value == "":
                 out.append((-1, ""))
             else:
