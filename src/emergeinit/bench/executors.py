@@ -27,7 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from . import tasks
-from .interrupts import ignoring_sigint
+from .interrupts import holding_sigint
 from .runner import execute_run
 
 OnStart = Callable[[dict[str, Any]], None]
@@ -103,7 +103,7 @@ def _die_with_parent(parent: int) -> None:
 def _init_worker(threads: int, messages: Any, parent: int, task_refs: dict[str, str]) -> None:
     global _messages
     # The driver stops its workers itself (Ctrl-C in a terminal reaches every process of the
-    # group): a worker never turns SIGINT into a traceback. Normally inherited already.
+    # group): a worker never turns SIGINT into a traceback. Held back since its start already.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     _messages = messages
@@ -158,8 +158,8 @@ class PoolExecutor:
 
         def refill() -> None:
             for run in itertools.islice(waiting, 2 * self.workers - len(pending)):
-                # Processes started here inherit the ignored SIGINT (see .interrupts).
-                with ignoring_sigint():
+                # Processes started here never see SIGINT (see .interrupts).
+                with holding_sigint():
                     future = pool.submit(_work, run, run_dir(run["run_id"]), data_dir)
                 pending[future] = run
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Stopped", "StudyInterrupted", "ignoring_sigint", "stop_on_signals"]
+__all__ = ["Stopped", "StudyInterrupted", "holding_sigint", "stop_on_signals"]
 
 _NAMES: dict[int, str] = {
     signal.SIGINT: "interrupted (Ctrl-C)",
@@ -120,16 +120,26 @@ def stop_on_signals(*, restore_after_stop: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def ignoring_sigint() -> Iterator[None]:
-    """SIGINT ignored for the block (main thread only), so that processes started in it
-    inherit the ignoring: Python keeps a SIGINT its parent ignored ignored, from its first
-    instruction, so a spawned worker never turns Ctrl-C into a traceback, even while it is
-    still importing. A Ctrl-C in the block itself is lost: keep it short."""
+def holding_sigint() -> Iterator[None]:
+    """SIGINT held back for the block (main thread only), so that processes started in it
+    never see Ctrl-C: a child inherits the blocked signal mask across fork and exec, and Python
+    leaves the mask alone, so a spawned worker cannot turn Ctrl-C into a traceback, even while
+    it is still importing (it then ignores SIGINT for good). A Ctrl-C that arrives during the
+    block is not lost: another thread of the driver (torch's, say) takes it and the driver
+    stops at once, or it stays pending until the block ends. Where signal masks do not exist
+    (Windows), SIGINT is ignored for the block instead."""
     if not _main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
