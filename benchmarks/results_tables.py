@@ -22,7 +22,8 @@ from typing import Any
 
 from emergeinit.bench import stats
 from emergeinit.bench.labels import label
-from emergeinit.bench.study import FINISHED, StudyDir, typed_rows
+from emergeinit.bench.store import FINISHED
+from emergeinit.bench.study import StudyDir
 
 Row = dict[str, Any]
 
@@ -52,7 +53,7 @@ def accuracy(rows: list[Row], baseline: str, primary: list[str]) -> None:
     found = {(c.config, c.metric): c for c in comps}
     for _, members in stats.group(rows, stats.SETTING).items():
         first = members[0]
-        print(f"\n**{model_name(first)}** (lr {first['lr']:g})\n")
+        print(f"\n**{model_name(first)}** ({first['optimizer']}, lr {first['lr']:g})\n")
         print(
             f"| init | n | epoch-1 acc % | Δ epoch 1 vs {baseline} [95% CI] | final acc % | "
             f"Δ final vs {baseline} [95% CI] | p (Holm), final | diverged |"
@@ -153,8 +154,9 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
 
 def weights_vs_rates(rows: list[Row], metric: str = "test_acc_final") -> None:
     """emergence (scaled weights) − emergence-lr (per-layer lr multipliers), same everything
-    else (dataset, model, lr, base, alpha, pivot, head), paired by seed over all seeds."""
-    keys = (*stats.SETTING, "base", "alpha", "pivot", "head")
+    else (dataset, model, optimizer, lr, base, alpha, pivot, head, order, units), paired by
+    seed over all seeds."""
+    keys = (*stats.SETTING, *(k for k in stats.INIT_KEYS if k != "init"))
     lr_form = stats.group([r for r in rows if r["init"] == "emergence-lr"], keys)
     print(f"{metric}: emergence − emergence-lr, paired by seed (percentage points)\n")
     print("| model | config | lr | n | emergence % | emergence-lr % | Δ [95% CI] | p | diverged |")
@@ -220,7 +222,7 @@ def main() -> None:
     args = parser.parse_args()
     study = StudyDir(args.study)
     cfg = study.load_config()
-    rows = [r for r in typed_rows(study.results_path) if r["status"] in FINISHED]
+    rows = [r for r in study.results(cfg).rows if r["status"] in FINISHED]
     baseline = args.baseline or cfg["stats"]["baseline"]
     primary = cfg["stats"]["primary"]
     if args.table == "accuracy":

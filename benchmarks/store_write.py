@@ -5,7 +5,8 @@ interleaved so drift on a shared machine hits both, medians reported:
 
 - ``append``: :meth:`ResultsStore.append` of one row (one ``write`` to the file opened in
   append mode, then ``fsync``): the store's per-run cost;
-- ``rewrite``: ``study.write_results`` of all N + 1 rows (serialise every row, write a temp
+- ``rewrite``: the old ``study.write_results`` (kept in ``tests/legacy_results.py``) of all
+  N + 1 rows (serialise every row, write a temp
   file, fsync, ``os.replace``, fsync the folder): what the driver did after every run before
   the store, holding the rows as ``check_results`` returns them. Skipped above
   ``--rewrite-up-to`` rows;
@@ -15,8 +16,8 @@ and once per size, the loads (validation of every line):
 - ``read``: :func:`read_results` (the report's load: validated, typed, repeats resolved);
 - ``repair``: :func:`repair_results` of an intact file (the driver's load at each start: the
   same scan; an intact file is not rewritten);
-- ``before``: ``study.check_results`` + ``study.typed_rows``, the driver's and the report's
-  loads before the store.
+- ``before``: the old ``check_results`` + ``typed_rows``, the driver's and the report's loads
+  before the store.
 
 The files live in ``--dir`` (default: a temp folder), which should be on the disk studies use:
 fsync on a RAM disk costs nothing and would flatter the append.
@@ -30,6 +31,7 @@ import argparse
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -40,7 +42,10 @@ from typing import Any
 from emergeinit.bench import config
 from emergeinit.bench.store import ResultsStore, format_cell, format_line, read_results
 from emergeinit.bench.store import repair_results as repair
-from emergeinit.bench.study import check_results, columns, typed_rows, write_results
+from emergeinit.bench.study import columns
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from legacy_results import check_results, typed_rows, write_results
 
 
 def row_of(i: int) -> dict[str, Any]:

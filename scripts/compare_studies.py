@@ -18,8 +18,11 @@ TIMING = {"init_seconds", "train_seconds", "wall_seconds", "eval_seconds", "seco
 
 
 def rows(study: Path) -> list[dict[str, str]]:
+    """results.csv's rows by run id (rows are appended as runs end, in any order; of a
+    repeated run id the last row counts, as everywhere in emergeinit)."""
     with (study / "results.csv").open(encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+        last = {r["run_id"]: r for r in csv.DictReader(fh)}
+    return [last[k] for k in sorted(last)]
 
 
 def events(run: Path) -> list[dict[str, object]]:

@@ -4,7 +4,7 @@ stats.margin / stats.power are validated; a study written before they existed st
 
 The slow tests run one small study (5 configurations x 3 seeds on synthetic data) once; each
 copies it and rewrites the results of its copy: results.csv rewritten whole, with the header it
-had, through the csv module. The fast ones judge result rows made in memory, as typed_rows
+had, through the csv module. The fast ones judge result rows made in memory, as the store
 reads them, with the study's resolved config.
 """
 
@@ -188,14 +188,14 @@ def test_a_study_without_a_baseline_says_so(study: Path) -> None:
     assert "## Answer\n\nThis study declares no baseline" in (study / "report.md").read_text()
 
 
-# --- in memory: the wiring on result rows as typed_rows gives them ---------------------------
+# --- in memory: the wiring on result rows as the store gives them ----------------------------
 
 CANDIDATES = [("kaiming", None), ("emergence", 1.5), ("emergence", 2.0), ("xavier", None),
               ("default", None)]  # fmt: skip
 
 
 def typed(values: dict[str, list[float | None]], seeds: int = 3) -> list[dict[str, Any]]:
-    """Result rows of the study (as typed_rows reads them): test_acc_final per init label and
+    """Result rows of the study (as the store reads them): test_acc_final per init label and
     seed; every other init at the planted values."""
     rows = []
     for init, alpha in CANDIDATES:

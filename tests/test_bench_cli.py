@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,12 +75,16 @@ def test_resume_skips_finished_runs_and_reruns_the_missing_one(smoke: Path) -> N
         writer = csv.DictWriter(fh, fieldnames=list(table[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows([r for r in table if r["run_id"] != dropped])
+    written = (smoke / "results.csv").read_bytes()
     result = cli("bench", "smoke", "--out", str(smoke), "--workers", "2", cwd=smoke.parent)
     assert result.returncode == 0, result.stderr
     assert "1 to run" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == str(smoke)
+    # The run's row was appended: every byte before it is as it was.
+    assert (smoke / "results.csv").read_bytes().startswith(written)
     again = rows(smoke)
-    assert [r["run_id"] for r in again] == [r["run_id"] for r in table]
+    assert [r["run_id"] for r in again][-1] == dropped
+    assert sorted(r["run_id"] for r in again) == sorted(r["run_id"] for r in table)
     assert kept.stat().st_mtime_ns == before  # finished runs were not touched
     # A run repeats bit for bit with the same torch threads per worker (here 2 x 1).
     old = {r["run_id"]: r for r in table}[dropped]
@@ -120,3 +125,72 @@ def test_a_crashed_run_gives_a_failed_row_and_nonzero_exit(tmp_path: Path) -> No
     (row,) = rows(tmp_path / "s")
     assert row["status"] == "failed" and "not an IDX file" in row["error"]
     assert (tmp_path / "s" / "report.md").is_file()
+
+
+# --- the issue's three results.csv bugs, reproduced as it describes them ----------------------
+
+
+def _copy(smoke: Path, tmp_path: Path) -> Path:
+    study = tmp_path / "study"
+    shutil.copytree(smoke, study)
+    return study
+
+
+def test_a_rerun_after_garbage_keeps_every_intact_row(smoke: Path, tmp_path: Path) -> None:
+    """Appending a garbage line and rerunning used to leave no results.csv and a report of
+    0 runs. Now the line is named and set aside; the 6 rows stay; nothing runs again."""
+    study = _copy(smoke, tmp_path)
+    intact = (study / "results.csv").read_text()
+    with (study / "results.csv").open("a") as fh:
+        fh.write("garbage\n")
+    result = cli("bench", "smoke", "--out", str(study), "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "warning: results.csv: 1 damaged line(s) set aside to results.setaside.csv: line 8: "
+        "1 fields where the header has 35\n"
+    )
+    assert (study / "results.csv").read_text() == intact
+    assert "garbage" in (study / "results.setaside.csv").read_text()
+    assert "runs in results.csv: 6 (ok 6," in (study / "report.md").read_text()
+
+
+def test_report_counts_a_duplicated_row_once(smoke: Path, tmp_path: Path) -> None:
+    study = _copy(smoke, tmp_path)
+    last = (study / "results.csv").read_text().splitlines()[-1]
+    with (study / "results.csv").open("a") as fh:
+        fh.write(last + "\n")
+    result = cli("report", str(study), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"run {last[:12]} (ok) is repeated on line 8, which counts" in result.stderr
+    report = (study / "report.md").read_text()
+    assert "runs in results.csv: 6 (ok 6," in report and "is repeated on line 8" in report
+    table = report.split("## Per configuration")[1].split("\n## ")[0]
+    n = [line.split("|")[3].strip() for line in table.splitlines() if line.startswith("| synth")]
+    assert n == ["2", "2", "2"]  # kaiming, emergence, xavier: one run per seed, never 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage row", "non-numeric cell"])
+def test_report_names_damage_instead_of_a_traceback(
+    smoke: Path, tmp_path: Path, damage: str
+) -> None:
+    study = _copy(smoke, tmp_path)
+    path = study / "results.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    if damage == "truncated":
+        path.write_text("".join(lines)[:-40])
+    elif damage == "garbage row":
+        path.write_text("".join([*lines[:3], "%%% not a row %%%\n", *lines[3:]]))
+    else:
+        lines[2] = lines[2].replace(",64,", ",sixty-four,", 1)  # the steps cell
+        path.write_text("".join(lines))
+    (study / "report.md").write_text("the old report")
+    result = cli("report", str(study), cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    named = {
+        "truncated": "line 7: cut off",
+        "garbage row": "line 4: 1 fields where the header has 35",
+        "non-numeric cell": "line 3: steps is 'sixty-four', not an integer",
+    }[damage]
+    assert f"warning: results.csv: 1 damaged line(s) not counted: {named}" in result.stderr
+    report = (study / "report.md").read_text()
+    assert report.startswith("# Study `smoke`") and named in report

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emergeinit.bench.cli import run_bench, run_report
-from emergeinit.bench.study import typed_rows
+from emergeinit.bench.store import read_results
 
 # A 30-run study in-process, then its report and plots.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -60,7 +60,7 @@ def test_plots_exist_and_are_linked(study: Path) -> None:
     assert {"curves-1.png", "curves-2.png", "accuracy-vs-alpha.png", "accuracy-vs-lr.png"} <= names
     # The smoke study measures emergence at init (measure.enabled defaults to true) and its
     # MLPs give a finite log10 E for every run, so the emergence plot must be there.
-    rows = typed_rows(study / "results.csv")
+    rows = read_results(study / "results.csv").rows
     assert rows and all(isinstance(r["log10_e_init"], float) for r in rows)
     assert "emergence.png" in names
     report = (study / "report.md").read_text()

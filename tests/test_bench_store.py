@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import legacy_results as legacy
 import pytest
 
 from emergeinit.bench import config, store, study
@@ -69,8 +70,8 @@ def make_row(i: int, status: str = "ok", **changes: Any) -> dict[str, Any]:
 
 
 def todays_file(path: Path, rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> bytes:
-    """What the driver before the store wrote: ``study.write_results``."""
-    study.write_results(path, rows, columns)
+    """What the driver before the store wrote (``legacy_results.write_results``)."""
+    legacy.write_results(path, rows, columns)
     return path.read_bytes()
 
 
@@ -112,7 +113,7 @@ def test_appended_lines_are_todays_exact_bytes(
 
 def test_cells_are_formatted_as_today() -> None:
     values = [None, True, False, 0.1, 1e-300, float("nan"), float("inf"), -0.0, 3, "a,b", 'q"']
-    assert [store.format_cell(v) for v in values] == [study._cell(v) for v in values]
+    assert [store.format_cell(v) for v in values] == [legacy._cell(v) for v in values]
 
 
 def test_a_file_written_today_loads_identically_and_is_left_as_it_is(
@@ -121,7 +122,7 @@ def test_a_file_written_today_loads_identically_and_is_left_as_it_is(
     path = tmp_path / "results.csv"
     data = todays_file(path, rows)
     inode = path.stat().st_ino
-    expected = study.typed_rows(path)
+    expected = legacy.typed_rows(path)
     loaded = read_results(path, COLUMNS)
     assert _same(loaded.rows, expected)
     assert loaded.header == tuple(COLUMNS)
@@ -185,9 +186,8 @@ def test_the_append_is_one_line_added_to_the_same_file(
     after = path.read_bytes()
     assert path.stat().st_ino == inode
     assert after[: len(data)] == data  # nothing before the new line moved
-    assert (
-        after[len(data) :] == store.format_line([study._cell(new.get(c)) for c in COLUMNS]).encode()
-    )
+    line = store.format_line([legacy._cell(new.get(c)) for c in COLUMNS])
+    assert after[len(data) :] == line.encode()
 
 
 def test_a_bad_row_is_refused_before_anything_is_written(
@@ -253,7 +253,7 @@ INTACT = 4  # rows before and after the damaged line
 
 
 def _row_line(row: dict[str, Any], columns: list[str] = COLUMNS) -> bytes:
-    return store.format_line([study._cell(row.get(c)) for c in columns]).encode()
+    return store.format_line([legacy._cell(row.get(c)) for c in columns]).encode()
 
 
 def _cells(**changes: Any) -> bytes:
@@ -289,7 +289,7 @@ def test_a_damaged_line_is_named_and_set_aside_keeping_every_intact_row(
     # The failed row's error cell spans two lines: header + 1 + 2 + 1 lines before the damage.
     at = 1 + INTACT + 1
     path.write_bytes(b"".join([*lines[:at], bad, *lines[at:]]))
-    expected = study.typed_rows(tmp_path / "clean.csv")
+    expected = legacy.typed_rows(tmp_path / "clean.csv")
 
     loaded = read_results(path, COLUMNS)  # read-only: named, not counted, nothing moved
     assert _same(loaded.rows, expected)
@@ -379,7 +379,7 @@ def test_a_cut_off_last_line_is_not_damage_to_a_reader_but_is_set_aside_by_the_d
 ) -> None:
     path = tmp_path / "results.csv"
     clean = todays_file(path, rows)
-    expected = study.typed_rows(path)
+    expected = legacy.typed_rows(path)
     cut = _row_line(make_row(7))[:40]  # a kill mid-append
     path.write_bytes(clean + cut)
 
@@ -451,7 +451,7 @@ def test_a_spreadsheets_bom_and_crlf_are_read(
 ) -> None:
     path = tmp_path / "results.csv"
     clean = todays_file(path, [make_row(0), make_row(2, "diverged"), make_row(3)])
-    expected = study.typed_rows(path)
+    expected = legacy.typed_rows(path)
     excel = b"\xef\xbb\xbf" + clean.replace(b"\n", b"\r\n")  # "CSV UTF-8" from a spreadsheet
     excel = excel.replace(b",true,", b",TRUE,").replace(b",false,", b",FALSE,")
     path.write_bytes(excel)
@@ -464,7 +464,7 @@ def test_a_spreadsheets_bom_and_crlf_are_read(
 
 def _typed(new: list[dict[str, Any]], tmp_path: Path) -> list[dict[str, Any]]:
     todays_file(tmp_path / "typed.csv", new)
-    return study.typed_rows(tmp_path / "typed.csv")
+    return legacy.typed_rows(tmp_path / "typed.csv")
 
 
 def test_integers_written_as_floats_by_pandas_are_read(tmp_path: Path) -> None:
@@ -756,8 +756,8 @@ def test_rows_in_a_studys_order(tmp_path: Path, rows: list[dict[str, Any]]) -> N
     ]
 
 
-def test_the_store_agrees_with_the_study_module() -> None:
-    assert store.STATUSES == study.STATUSES and store.FINISHED == study.FINISHED
+def test_the_store_agrees_with_the_old_loader() -> None:
+    assert store.STATUSES == legacy.STATUSES and store.FINISHED == legacy.FINISHED
     numeric = [c for c in COLUMNS if c not in store.TEXT_COLUMNS]
     assert all(
         c in store.INT_COLUMNS

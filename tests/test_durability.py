@@ -25,7 +25,8 @@ from emergeinit.bench.checkpoint import capture_rng, load, restore_rng
 from emergeinit.bench.cli import run_bench
 from emergeinit.bench.executors import threads_per_worker
 from emergeinit.bench.runner import execute_run
-from emergeinit.bench.study import StudyDir, check_results, expand
+from emergeinit.bench.store import SIDE_NAME, ResultsStore, ResultsWarning, read_results
+from emergeinit.bench.study import StudyDir, columns, expand
 
 TIMING = {"seconds", "wall_seconds", "init_seconds", "train_seconds"}
 WORKERS = 2
@@ -125,7 +126,7 @@ def _alive(pid: int) -> bool:
 def _mid_run(study: Path) -> Path | None:
     """A run folder with a checkpoint, not finished and at most half-way: killing the study
     now cannot race the run's end."""
-    if not check_results(study / "results.csv")[0]:
+    if not read_results(study / "results.csv").rows:
         return None  # wait until one run is finished and recorded too
     for folder in (study / "runs").glob("*"):
         try:
@@ -175,7 +176,7 @@ def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(tmp_path: Path)
 
     state = load(victim / "checkpoint.pt")  # weights_only
     assert state["finished"] is False and 0 < state["loop"]["step"] < STEPS
-    finished = {r["run_id"] for r in check_results(study / "results.csv")[0]}
+    finished = {r["run_id"] for r in read_results(study / "results.csv").rows}
     assert finished and victim.name not in finished
     untouched = {
         rid: (study / "runs" / rid / "metrics.jsonl").stat().st_mtime_ns for rid in finished
@@ -327,24 +328,43 @@ def test_rng_capture_round_trips_every_stream() -> None:
 # --- the results file -----------------------------------------------------------------------
 
 
-def test_a_damaged_results_file_is_set_aside_keeping_intact_rows(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_damaged_results_file_is_set_aside_keeping_intact_rows(tmp_path: Path) -> None:
+    """The driver's load at a (re)start: damaged lines are named and moved to the side file,
+    every intact row stays in results.csv, a repeated run id counts once (its last row)."""
+    cols = columns(config.load("smoke"))
     good = [f"{i:012x}" for i in range(3)]
-    text = "run_id,status,test_acc_final\n"
-    text += f"{good[0]},ok,0.5\n"
+
+    def line(rid: str, status: str, acc: str, extra: str = "") -> str:
+        cells = {"run_id": rid, "status": status, "test_acc_final": acc}
+        return ",".join(cells.get(c, "") for c in cols) + extra + "\n"
+
+    intact = [line(good[0], "ok", "0.5"), line(good[1], "ok", "0.2")]
+    text = ",".join(cols) + "\n" + intact[0]
     text += "\x00\x00garbage,,\n"
-    text += f"{good[1]},diverged,0.1\n"
-    text += f"{good[1]},ok,0.2\n"  # a repeat: the first row stands
-    text += f"{good[2]},ok,0.7,extra\n"
-    text += f"{good[2][:6]}"  # cut off by a crash
-    (tmp_path / "results.csv").write_text(text)
-    rows = StudyDir(tmp_path).finished_rows()
-    assert {k: v["status"] for k, v in rows.items()} == {good[0]: "ok", good[1]: "diverged"}
-    assert "is damaged" in caplog.text
-    assert not (tmp_path / "results.csv").exists()
-    (kept,) = tmp_path.glob("results.csv.corrupt-*")
-    assert kept.read_text() == text  # nothing is thrown away
+    text += line(good[1], "diverged", "0.1")
+    text += intact[1]  # a repeat: the later row counts
+    text += line(good[2], "ok", "0.7", extra=",extra")
+    text += good[2][:6]  # cut off by a crash
+    path = tmp_path / "results.csv"
+    path.write_text(text)
+    with pytest.warns(ResultsWarning) as caught, ResultsStore(
+        path, cols
+    ) as store:
+        assert store.results is not None
+        done = store.results.finished()
+    assert {k: (v["status"], v["test_acc_final"]) for k, v in done.items()} == {
+        good[0]: ("ok", 0.5), good[1]: ("ok", 0.2)
+    }
+    shown = " ".join(str(w.message) for w in caught)
+    assert "3 damaged line(s) set aside" in shown
+    assert "line 3: " in shown and "line 6: " in shown and "line 7: cut off" in shown
+    assert "line 4: run 000000000001 (diverged) is repeated on line 5" in shown
+    assert path.read_text() == ",".join(cols) + "\n" + "".join(intact)
+    with (tmp_path / SIDE_NAME).open(newline="") as fh:
+        side = list(csv.DictReader(fh))
+    assert [int(r["line"]) for r in side] == [3, 4, 6, 7]
+    kept = {r["text"] for r in side} | set(path.read_text().splitlines())
+    assert kept == set(text.splitlines()) - {""}  # nothing is thrown away
 
 
 def test_a_second_driver_on_the_same_study_is_refused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
 import typer
@@ -53,6 +54,26 @@ def _root(
 def _fail(exc: Exception) -> typer.Exit:
     typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
+
+
+def _out_of_memory(exc: BaseException, spec: str, what: str) -> typer.Exit | None:
+    """A clear message for a model or batch too large to allocate (``None``: another error).
+
+    torch reports a failed allocation as a ``RuntimeError`` ("DefaultCPUAllocator: not enough
+    memory: you tried to allocate N bytes", "CUDA out of memory"); Python as ``MemoryError``.
+    """
+    text = str(exc)
+    if not isinstance(exc, MemoryError) and not re.search(
+        r"not enough memory|out of memory|can't allocate memory", text
+    ):
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)
+    tried = f" (one allocation of {int(size.group(1)) / 1e9:,.1f} GB)" if size else ""
+    return _fail(
+        MemoryError(
+            f"not enough memory for {spec!r}{tried}; use smaller sizes in the spec{what}"
+        )
+    )
 
 
 @app.command()
@@ -108,6 +129,8 @@ def plan(
         )
     except EmergeInitError as exc:
         raise _fail(exc) from None
+    except (MemoryError, RuntimeError) as exc:
+        raise (_out_of_memory(exc, spec, "") or exc) from None
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else str(report))
 
 
@@ -212,15 +235,27 @@ def bench(
             "sqlite:///<study>/mlflow.db.",
         ),
     ] = None,
+    max_runs: Annotated[
+        int,
+        typer.Option(
+            "--max-runs",
+            help="The largest grid to run; a study with more runs is refused before it is "
+            "expanded (raise it to run a larger grid).",
+        ),
+    ] = 10_000,
 ) -> None:
-    """Run (or resume) a benchmark study and write its report."""
+    """Run (or resume) a benchmark study and write its report.
+
+    Exit status: 0 all runs finished, 1 a run crashed, 2 an invalid config or study
+    directory, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+    """
     from pathlib import Path
 
     from .bench.cli import run_bench
 
     code = run_bench(
         target,
-        Path(out) if out else None,
+        out if out is None or not out.strip() else Path(out),
         list(set_ or []),
         workers,
         quiet,
@@ -234,6 +269,7 @@ def bench(
         max_retries=max_retries,
         log=list(log or []),
         mlflow_uri=mlflow_uri,
+        max_runs=max_runs,
     )
     raise typer.Exit(code)
 
@@ -307,6 +343,8 @@ def measure(
             rows.append((label, result))
     except EmergeInitError as exc:
         raise _fail(exc) from None
+    except (MemoryError, RuntimeError) as exc:
+        raise (_out_of_memory(exc, spec, " or a smaller --batch") or exc) from None
     typer.echo(
         f"{spec}: {batch} random inputs, tau={tau:g}, form={form}, granularity={granularity}"
     )

@@ -3,8 +3,10 @@ over the Python API (:mod:`.api`) that adds progress bars, messages and the exit
 
 ``emergeinit/cli.py`` wraps these in typer commands and imports this module lazily, so the core
 CLI never pays for (or depends on) the harness. Exit status: 0 when every run finished (a
-diverged run is a result), 1 when a run crashed, 2 on an invalid config or study directory,
-130 when interrupted. This is the only layer of the harness that prints.
+diverged run is a result), 1 when a run crashed (or a file could not be written), 2 on an
+invalid config or study directory, 130 when interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
+This is the only layer of the harness that prints; every problem is one ``error: ...``
+paragraph on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,19 +14,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from .api import DATA_DIR_ENV, device_override, load_study, run_study, run_text
+from ..errors import ConfigError, EmergeInitError
+from .api import (
+    DATA_DIR_ENV,
+    MAX_RUNS,
+    Study,
+    device_override,
+    load_study,
+    run_study,
+    run_text,
+)
 from .executors import Executor
+from .interrupts import StudyInterrupted, stop_on_signals
+from .store import ResultsWarning
+from .study import StudyDir
 
 __all__ = ["DATA_DIR_ENV", "device_override", "run_bench", "run_report"]
 
 
 def _error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr, flush=True)
 
 
 class _Messages(logging.Handler):
@@ -35,9 +49,23 @@ class _Messages(logging.Handler):
         print(f"{record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
 
 
+_show_others = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    """A ``ResultsWarning`` as one ``warning: ...`` line; any other warning as Python shows it."""
+    if issubclass(category, ResultsWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _show_others(message, category, *args, **kw)
+
+
 @contextlib.contextmanager
 def _messages(quiet: bool) -> Iterator[None]:
-    """Show the harness's warnings and errors (only errors when quiet) while a command runs."""
+    """Show the harness's warnings and errors (only errors when quiet) while a command runs.
+    What the load of results.csv found (damaged lines, repeated run ids) is shown even when
+    quiet: it is about the results themselves. Ctrl-C and SIGTERM stop the command once
+    (later ones are ignored: the command is about to exit)."""
     logger = logging.getLogger("emergeinit")
     handler = _Messages(logging.ERROR if quiet else logging.WARNING)
     logger.addHandler(handler)
@@ -45,15 +73,26 @@ def _messages(quiet: bool) -> Iterator[None]:
     if logger.level == logging.NOTSET or logger.level > handler.level:
         logger.setLevel(handler.level)
     try:
-        yield
+        with warnings.catch_warnings(), stop_on_signals(restore_after_stop=False):
+            warnings.simplefilter("always", ResultsWarning)
+            warnings.showwarning = _show_warning  # restored by catch_warnings
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
 
 
+def _stopped(exc: KeyboardInterrupt) -> int:
+    """The one line an interrupt prints, and its exit status."""
+    if not isinstance(exc, StudyInterrupted):  # before the study's driver took over
+        exc = StudyInterrupted(None, getattr(exc, "signum", 2), "preparing")
+    _error(exc.message())
+    return exc.exit_status
+
+
 def run_bench(
     target: str | None = None,
-    out: Path | None = None,
+    out: Path | str | None = None,
     set_: list[str] | None = None,
     workers: int = 0,
     quiet: bool = False,
@@ -68,10 +107,12 @@ def run_bench(
     max_retries: int = 2,
     log: list[str] | None = None,
     mlflow_uri: str | None = None,
+    max_runs: int = MAX_RUNS,
 ) -> int:
     """Run (or resume) a study (:func:`.api.run_study`); print the study directory last.
     Returns the exit status."""
     with _messages(quiet):
+        study = None
         try:
             study = run_study(
                 target,
@@ -89,48 +130,85 @@ def run_bench(
                 cpus_per_run=cpus_per_run,
                 gpus_per_run=gpus_per_run,
                 max_retries=max_retries,
+                max_runs=max_runs,
                 observer=_Progress(quiet),
             )
+            # One more load of results.csv (the report made its own): the exit status and the
+            # Answer both come from it.
+            with warnings.catch_warnings():  # the report's load has just named them
+                warnings.simplefilter("ignore", ResultsWarning)
+                rows = study.rows
+            failed = any(r["status"] == "failed" for r in rows)
+            if not quiet:
+                _print_answer(study, rows)
         except ConfigError as exc:
             _error(str(exc))
             return 2
         except KeyboardInterrupt as exc:
-            where = getattr(exc, "path", out)
-            _error(f"interrupted; finished runs are saved, rerun with --out {where} to resume")
-            return 130
-    if not quiet:
-        _print_answer(study.dir)
-    print(study.dir)
-    return 1 if study.failed else 0
+            if study is not None:  # after the study ended: it is complete
+                _error(f"interrupted after the study ended; its results are in {study.dir}")
+                return 128 + int(getattr(exc, "signum", 2))
+            return _stopped(exc)
+        except EmergeInitError as exc:
+            _error(str(exc))
+            return 1
+        except OSError as exc:  # a file of the study could not be written (a full disk)
+            where = f" ({exc.filename})" if exc.filename else ""
+            _error(
+                f"{exc.strerror or exc}{where}; finished runs are saved. Free the space (or "
+                "fix the permissions) and rerun the same command to resume"
+            )
+            return 1
+        print(study.dir)
+        return 1 if failed else 0
 
 
 def run_report(study_dir: Path, quiet: bool = False) -> int:
     """Regenerate ``report.md`` and the plots of an existing study directory; print its
-    Answer (unless ``quiet``), then the report's path."""
+    Answer (unless ``quiet``), then the report's path. What results.csv holds never makes it
+    fail: damaged lines and repeated run ids are named (in the report and on stderr) and never
+    counted."""
     from .report import write_report
 
-    try:
-        study = load_study(study_dir)
-        if not (study.dir / "results.csv").is_file():
-            raise ConfigError(f"{study_dir} has no results.csv yet; run the study first")
-    except ConfigError as exc:
-        _error(str(exc))
-        return 2
-    report = write_report(study.dir)
-    if not quiet:
-        _print_answer(study.dir)
-    print(report)
+    with _messages(quiet=False):
+        try:
+            study = load_study(study_dir)
+            if not (study.dir / "results.csv").is_file():
+                raise ConfigError(f"{study_dir} has no results.csv yet; run the study first")
+            report = write_report(study.dir)
+            if not quiet:
+                with warnings.catch_warnings():  # the report's load has just named them
+                    warnings.simplefilter("ignore", ResultsWarning)
+                    rows = study.rows
+                _print_answer(study, rows)
+            print(report)
+        except ConfigError as exc:
+            _error(str(exc))
+            return 2
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", 2)
+            what = "interrupted (Ctrl-C)" if signum == 2 else "terminated (SIGTERM)"
+            _error(
+                f"{what} while writing the report; report.md is as it was (it is replaced "
+                f"whole or not at all). To write it, rerun: emergeinit report {study_dir}"
+            )
+            return 128 + int(signum)
+        except OSError as exc:
+            _error(f"cannot write the report of {study_dir}: {exc.strerror or exc}")
+            return 1
     return 0
 
 
-def _print_answer(path: Path) -> None:
-    """The report's Answer on the terminal: the table (verdicts coloured) and its sentences."""
+def _print_answer(study: Study, rows: list[dict[str, Any]]) -> None:
+    """The report's Answer on the terminal (the table, verdicts coloured, and its sentences),
+    judged from ``rows``, the study's results as loaded."""
     from rich.console import Console
 
     from .answer import print_answer
-    from .report import study_answer
+    from .report import answer_of
 
-    answer = study_answer(path)
+    plugins = StudyDir(study.dir).environment().get("plugins", {})
+    answer = answer_of(study.config, rows, plugins)
     if answer.baseline:
         print_answer(answer.entries, answer.baseline, Console(highlight=False))
 

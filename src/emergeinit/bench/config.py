@@ -11,15 +11,18 @@ documented in ``docs/bench.md#study-toml-schema``.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ..errors import ConfigError
+from ..units import DepthOrder, UnitsMode
 from . import tasks
 from .labels import BUILTIN_INITS, EMERGENCE_INITS
 from .optim import BUILTIN as OPTIMIZERS
@@ -39,11 +42,15 @@ __all__ = [
     "apply_full",
     "apply_overrides",
     "diff_keys",
+    "excluded",
+    "for_optimizer",
     "full_table",
+    "learning_rates",
     "load",
     "load_file",
     "load_preset",
     "load_target",
+    "optimizers",
     "parse_override",
     "preset_names",
     "resolve",
@@ -53,6 +60,19 @@ __all__ = [
 #: The built-in inits (a study may also name plug-ins, see docs/bench.md).
 INITS = BUILTIN_INITS
 BASES = ("kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "orthogonal")
+#: ``init.order`` and ``init.units``: the core's options (docs/method.md#order, #units).
+ORDERS: tuple[str, ...] = get_args(DepthOrder)
+UNITS: tuple[str, ...] = get_args(UnitsMode)
+
+
+def _plain_name(value: Any) -> str | None:
+    """A study name names a folder under ``runs/``: no path separators."""
+    if "/" in value or "\\" in value or "\0" in value:
+        return (
+            "must be a plain name (it names the folder runs/<name>-<time>), without / or \\; "
+            "to put the study elsewhere, use --out"
+        )
+    return None
 
 
 def _generic() -> dict[str, Any]:
@@ -64,7 +84,13 @@ def _generic() -> dict[str, Any]:
     metrics = tuple(dict.fromkeys(m for t in registered for m in t.metrics))
     return {
         "study": {
-            "name": Field("str", "study", nonempty=True, doc="study name (directory prefix)"),
+            "name": Field(
+                "str",
+                "study",
+                nonempty=True,
+                check=_plain_name,
+                doc="study name (directory prefix under runs/)",
+            ),
             "description": Field("str", "", doc="one paragraph for the report"),
             "task": Field(
                 "str", "classification", choices=task_names, plugin="task", doc="what a run trains"
@@ -103,6 +129,28 @@ def _generic() -> dict[str, Any]:
             ),
             "head": Field("bool", [True], axis=True, nonempty=True),
             "base": Field("str_list", ["kaiming_normal"], axis=True, choices=BASES, nonempty=True),
+            "order": Field(
+                "str_list",
+                ["call"],
+                axis=True,
+                choices=ORDERS,
+                nonempty=True,
+                doc="depth order: forward call order, or longest path in the traced graph",
+            ),
+            "units": Field(
+                "str_list",
+                ["auto"],
+                axis=True,
+                choices=UNITS,
+                nonempty=True,
+                doc="depth units: layers, residual/transformer blocks, or auto",
+            ),
+            "exclude": Field(
+                "table_list",
+                [],
+                doc="emergence configurations left out of the grid, e.g. "
+                '[{order = "graph", units = "blocks"}]',
+            ),
             "even": Field("str", "integer", choices=("integer", "half")),
             "lsuv": {
                 "batch": Field("int", 256, low=2),
@@ -120,11 +168,34 @@ def _generic() -> dict[str, Any]:
             },
         },
         "train": {
-            "optimizer": Field("str", "sgd", choices=OPTIMIZERS, plugin="optimizer"),
-            "lr": Field("float_list", [0.05], axis=True, positive=True, nonempty=True),
+            "optimizer": Field(
+                "str_list",
+                "sgd",
+                axis=True,
+                single=True,
+                choices=OPTIMIZERS,
+                plugin="optimizer",
+                nonempty=True,
+                doc="one optimizer, or a list (an axis)",
+            ),
+            "lr": Field(
+                "float_list",
+                [0.05],
+                axis=True,
+                positive=True,
+                nonempty=True,
+                keyed_by="optimizer",
+                doc="a list for every optimizer, or a table of lists keyed by optimizer",
+            ),
             "momentum": Field("float", 0.9, low=0.0, high=0.999),
             "nesterov": Field("bool", False),
-            "weight_decay": Field("float", 0.0, low=0.0),
+            "weight_decay": Field(
+                "float",
+                0.0,
+                low=0.0,
+                keyed_by="optimizer",
+                doc="one value, or a table keyed by optimizer",
+            ),
             "schedule": Field("str", "none", choices=schedules),
             "warmup_steps": Field("int", 0, low=0),
             "epochs": Field("int", 1, low=1),
@@ -212,14 +283,14 @@ def _task_checks(cfg: dict[str, Any], task: tasks.Task) -> None:
                 )
         elif "init" not in task.plugins:
             raise ConfigError(f"init.names: {here} takes no plug-in inits, got {name!r}")
-    optimizer = cfg["train"]["optimizer"]
-    if optimizer not in OPTIMIZERS and "optimizer" not in task.plugins:
-        raise ConfigError(f"train.optimizer: {here} takes no plug-in optimizers")
-    if task.optimizers is not None and optimizer not in task.optimizers:
-        raise ConfigError(
-            f"train.optimizer: {task.name} trains with {', '.join(map(repr, task.optimizers))}"
-            f", got {optimizer!r}"
-        )
+    for optimizer in optimizers(cfg):
+        if optimizer not in OPTIMIZERS and "optimizer" not in task.plugins:
+            raise ConfigError(f"train.optimizer: {here} takes no plug-in optimizers")
+        if task.optimizers is not None and optimizer not in task.optimizers:
+            raise ConfigError(
+                f"train.optimizer: {task.name} trains with "
+                f"{', '.join(map(repr, task.optimizers))}, got {optimizer!r}"
+            )
     schedule = cfg["train"]["schedule"]
     if schedule not in task.schedules:
         other = _owner(schedule, "schedules")
@@ -269,7 +340,110 @@ def _margin_checks(stats: dict[str, Any], task: tasks.Task) -> None:
 
 
 
+def optimizers(cfg: Mapping[str, Any]) -> list[str]:
+    """The study's optimizers (``train.optimizer``: one name, or a list of them)."""
+    value = cfg["train"]["optimizer"]
+    return [value] if isinstance(value, str) else list(value)
+
+
+#: ``train`` keys that take one value for every optimizer or a table keyed by optimizer.
+PER_OPTIMIZER = ("lr", "weight_decay")
+
+
+def for_optimizer(train: Mapping[str, Any], key: str, optimizer: str) -> Any:
+    """``train[key]`` as ``optimizer`` runs with it: its entry of a table keyed by optimizer,
+    or the one value every optimizer shares."""
+    value = train[key]
+    return value[optimizer] if isinstance(value, Mapping) else value
+
+
+def learning_rates(cfg: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Each optimizer of the study with its learning rates (``train.lr``: one list for every
+    optimizer, or a table of lists keyed by optimizer), in ``train.optimizer``'s order.
+
+    >>> learning_rates(resolve({"train": {"optimizer": ["sgd", "adamw"],
+    ...                                   "lr": {"sgd": 0.05, "adamw": [1e-3, 3e-3]}}}))
+    {'sgd': [0.05], 'adamw': [0.001, 0.003]}
+    """
+    return {o: list(for_optimizer(cfg["train"], "lr", o)) for o in optimizers(cfg)}
+
+
+def _train_axes(cfg: dict[str, Any]) -> None:
+    """Tables keyed by optimizer (``train.lr``, ``train.weight_decay``) checked against
+    ``train.optimizer`` and put in their canonical form: an entry for every optimizer (in its
+    order), entries of built-in optimizers the study does not run dropped (so
+    ``--set train.optimizer=adamw`` narrows a study), and with one optimizer just its value
+    (so the table and the plain spelling are the same study)."""
+    names = optimizers(cfg)
+    for key in PER_OPTIMIZER:
+        value = cfg["train"][key]
+        if not isinstance(value, Mapping):
+            continue
+        missing = [o for o in names if o not in value]
+        if missing:
+            raise ConfigError(
+                f"train.{key}: no value for optimizer {missing[0]!r}; the table has "
+                f"{', '.join(value)}. Add it: train.{key} = {{{missing[0]} = ..., ...}}"
+            )
+        stray = [k for k in value if k not in names and k not in OPTIMIZERS]
+        if stray:
+            raise ConfigError(
+                f"train.{key}.{stray[0]}: {stray[0]!r} is not among train.optimizer "
+                f"({', '.join(names)}) nor a built-in optimizer"
+            )
+        kept = {o: value[o] for o in names}
+        cfg["train"][key] = kept[names[0]] if len(names) == 1 else kept
+
+
+#: The axes that multiply only the emergence inits (what ``init.exclude`` entries name).
+EMERGENCE_AXES = ("alpha", "pivot", "head", "base", "order", "units")
+
+
+def _exclusions(cfg: dict[str, Any], init_schema: Mapping[str, Any]) -> None:
+    """``init.exclude``: each entry a table of emergence axes and one value each, every value
+    among its axis's values (else the entry would exclude nothing: a typo); normalized like
+    the axis (``alpha = 1`` is ``1.0``). Entries that leave no emergence configuration are an
+    error."""
+    init = cfg["init"]
+    entries = []
+    for i, entry in enumerate(init["exclude"]):
+        where = f"init.exclude[{i}]"
+        if not entry:
+            raise ConfigError(f"{where}: an empty table would exclude every configuration")
+        normal = {}
+        for key, value in entry.items():
+            if key not in EMERGENCE_AXES:
+                raise ConfigError(
+                    f"{where}.{key}: not an emergence axis; use {', '.join(EMERGENCE_AXES)}"
+                )
+            field = init_schema[key]
+            one = coerce(f"{where}.{key}", replace(field, axis=False, single=False,
+                         kind=field.kind.removesuffix("_list")), value)  # fmt: skip
+            if one not in init[key]:
+                raise ConfigError(
+                    f"{where}.{key}: {one!r} is not among init.{key} {init[key]!r}, so the "
+                    "entry excludes nothing"
+                )
+            normal[key] = one
+        entries.append(normal)
+    init["exclude"] = entries
+    if entries and set(init["names"]) & set(EMERGENCE_INITS):
+        combos = itertools.product(*(init[k] for k in EMERGENCE_AXES))
+        if not any(not excluded(dict(zip(EMERGENCE_AXES, c)), entries) for c in combos):
+            raise ConfigError(
+                "init.exclude: leaves no configuration of the emergence inits; remove an "
+                "entry or widen an axis"
+            )
+
+
+def excluded(table: Mapping[str, Any], exclude: list[dict[str, Any]]) -> bool:
+    """Whether an emergence init table matches an ``init.exclude`` entry (every key of it)."""
+    return any(all(table.get(k) == v for k, v in entry.items()) for entry in exclude)
+
+
 def _cross_checks(cfg: dict[str, Any]) -> None:
+    _train_axes(cfg)
+    _exclusions(cfg, schema()["init"])
     names = cfg["init"]["names"]
     baseline = cfg["stats"]["baseline"]
     if baseline and baseline not in names:
@@ -346,10 +520,19 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def load_file(path: Path) -> dict[str, Any]:
+    """A study file's raw config; ``ConfigError`` for a file that is missing, unreadable, not
+    UTF-8 or not TOML."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
@@ -387,13 +570,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def _set_path(out: dict[str, Any], path: list[str], value: Any, what: str) -> None:
+    """Set the dotted ``path`` to ``value``; a table value merges into the table there
+    (``--set 'train={lr=0.1}'`` sets ``train.lr`` and keeps the rest of ``[train]``)."""
     node: dict[str, Any] = out
     for i, part in enumerate(path[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"{what} {'.'.join(path)}: {'.'.join(path[: i + 1])} is a value")
         node = child
-    node[path[-1]] = copy.deepcopy(value)
+    leaf = path[-1]
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+        for key, item in value.items():
+            _set_path(node[leaf], [key], item, what)
+        return
+    node[leaf] = copy.deepcopy(value)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -410,15 +600,29 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str]) -> dict[str, A
 FULL = "full"
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(
+    table: Mapping[str, Any], prefix: str = "", whole: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Dotted keys of nested tables; a key in ``whole`` keeps its table as its value."""
     out: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, dotted + "."))
+        if isinstance(value, Mapping) and dotted not in whole:
+            out.update(_flatten(value, dotted + ".", whole))
         else:
             out[dotted] = value
     return out
+
+
+def _keyed_keys(node: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
+    """Dotted keys whose value may be a table (``train.lr`` keyed by optimizer)."""
+    out: set[str] = set()
+    for key, spec in node.items():
+        if isinstance(spec, dict):
+            out |= _keyed_keys(spec, f"{prefix}{key}.")
+        elif isinstance(spec, Field) and spec.keyed_by:
+            out.add(f"{prefix}{key}")
+    return frozenset(out)
 
 
 def full_table(table: Any) -> dict[str, Any]:
@@ -432,12 +636,18 @@ def full_table(table: Any) -> dict[str, Any]:
         raise ConfigError(
             f'{FULL}: expected a table of dotted keys, e.g. "train.epochs" = 10; got {table!r}'
         )
-    flat = _flatten(table)
     full_schema = schema()
+    flat = _flatten(table, whole=_keyed_keys(full_schema))
     for key, value in flat.items():
         node: Any = full_schema
         parts = key.split(".")
         for i, part in enumerate(parts):
+            if isinstance(node, Field) and node.keyed_by:
+                whole = ".".join(parts[:i])
+                raise ConfigError(
+                    f'{FULL}.{key}: give {whole} as a whole, e.g. "{whole}" = '
+                    "{sgd = [0.05], adamw = [0.001]}"
+                )
             if not isinstance(node, dict):
                 raise ConfigError(f"{FULL}.{key}: {'.'.join(parts[:i])} is a value, not a table")
             if part not in node:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import itertools
 import multiprocessing as mp
 import os
 import queue
@@ -26,6 +27,7 @@ import torch
 
 from ..errors import ConfigError
 from . import tasks
+from .interrupts import holding_sigint
 from .runner import execute_run
 
 OnStart = Callable[[dict[str, Any]], None]
@@ -100,6 +102,9 @@ def _die_with_parent(parent: int) -> None:
 
 def _init_worker(threads: int, messages: Any, parent: int, task_refs: dict[str, str]) -> None:
     global _messages
+    # The driver stops its workers itself (Ctrl-C in a terminal reaches every process of the
+    # group): a worker never turns SIGINT into a traceback. Held back since its start already.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     _messages = messages
     tasks.adopt(task_refs)  # tasks the driver registered by hand, not only the built-in ones
@@ -117,7 +122,13 @@ def _work(run: dict[str, Any], path: Path, data_dir: Path | None) -> dict[str, A
 
 
 class PoolExecutor:
-    """Runs in ``workers`` spawned processes with ``threads`` torch threads each."""
+    """Runs in ``workers`` spawned processes with ``threads`` torch threads each.
+
+    Runs are handed out a few at a time (never more than ``2 * workers`` pending), so a grid
+    of a million runs costs no more to start, or to stop, than a small one. Workers ignore
+    SIGINT; when the driver stops (Ctrl-C, SIGTERM, an error) it terminates them: each run
+    resumes from its last checkpoint on the next start.
+    """
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         self.workers = workers
@@ -136,13 +147,24 @@ class PoolExecutor:
         # A plain queue handed to each worker at start-up (no manager process, which would
         # outlive a killed driver).
         messages = ctx.Queue()
-        with cf.ProcessPoolExecutor(
+        pool = cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=ctx,
             initializer=_init_worker,
             initargs=(self.threads, messages, os.getpid(), tasks.portable()),
-        ) as pool:
-            pending = {pool.submit(_work, r, run_dir(r["run_id"]), data_dir): r for r in runs}
+        )
+        waiting = iter(runs)
+        pending: dict[cf.Future[dict[str, Any]], dict[str, Any]] = {}
+
+        def refill() -> None:
+            for run in itertools.islice(waiting, 2 * self.workers - len(pending)):
+                # Processes started here never see SIGINT (see .interrupts).
+                with holding_sigint():
+                    future = pool.submit(_work, run, run_dir(run["run_id"]), data_dir)
+                pending[future] = run
+
+        try:
+            refill()
             while pending:
                 done, _ = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 self._drain(messages, by_id, cb)
@@ -153,7 +175,16 @@ class PoolExecutor:
                     except Exception as exc:  # the worker process itself died
                         summary = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                     cb.on_done(run, summary)
+                refill()
             self._drain(messages, by_id, cb)
+        except BaseException:
+            _stop(pool)
+            raise
+        else:
+            pool.shutdown(wait=True)
+        finally:
+            messages.close()
+            messages.cancel_join_thread()  # never wait on a queue a killed worker may hold
 
     @staticmethod
     def _drain(messages: Any, by_id: dict[str, dict[str, Any]], cb: Callbacks) -> None:
@@ -166,6 +197,25 @@ class PoolExecutor:
                 cb.on_start(by_id[rid])
             else:
                 cb.on_progress(rid, step, total)
+
+
+def _stop(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now: cancel what has not started and terminate the workers (a run killed
+    mid-way resumes from its last checkpoint). ``shutdown`` alone would wait for every run
+    under way to finish."""
+    # The pool offers no public way to stop work under way: its process table is the one
+    # handle on the workers.
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+    for process in workers:
+        with contextlib.suppress(OSError, ValueError):
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=5)
 
 
 def auto_workers(num_runs: int) -> int:

@@ -33,10 +33,11 @@ DESCRIPTIONS = {
     "ReLU gain), biases zero",
     "xavier": "emergence_init_(alpha=1, base='xavier_uniform'): U(+-sqrt(6/(fan_in+fan_out))), "
     "gain 1, biases zero",
-    "emergence": "emergence_init_(alpha, base, pivot, head): the base init's draws with unit i "
-    "scaled by alpha**e_i (forward order traced on an example batch), biases zero",
+    "emergence": "emergence_init_(alpha, base, pivot, head, order, units): the base init's draws "
+    "with unit i scaled by alpha**e_i (depth order traced on an example batch), biases zero",
     "emergence-lr": "the base init's draws unchanged (alpha=1) plus optimizer parameter groups "
-    "with lr multipliers alpha**(-2 e_i) (SGD) or alpha**(-e_i) (Adam, AdamW): the rule's "
+    "with lr multipliers alpha**(-2 e_i) (SGD) or alpha**(-e_i) (Adam, AdamW), and with weight "
+    "decay the per-group decay that keeps it equal to the weight form: the rule's "
     "learning-rate form (docs/method.md#why-it-can-matter)",
     "lsuv": "LSUV (Mishkin & Matas 2016) via PyPI lsuv: orthonormal weights, zero biases, then "
     "layer by layer rescale each weight until its output std on one training batch is 1 +- tol",
@@ -53,7 +54,8 @@ class InitContext:
         spec: the model spec the model was built from.
         example_input: an example batch the model accepts (for tracing the forward order).
         settings: the run's ``init`` table (``name``; for the emergence inits also ``alpha``,
-            ``base``, ``pivot``, ``head``, ``even``; ``lsuv``/``gradinit`` options).
+            ``base``, ``pivot``, ``head``, ``even``, ``order``, ``units``; ``lsuv``/``gradinit``
+            options).
         train: the run's ``train`` table (``optimizer``, ``lr``, ``epochs``, ...).
         generator: draw every random number from it: it is seeded from the run seed only, so
             every init of one seed starts from the same stream (the paired design).
@@ -93,6 +95,8 @@ def _base(model: nn.Module, ctx: InitContext, base: str, alpha: float = 1.0) -> 
         pivot=s.get("pivot", 0.5),
         even=s.get("even", "integer"),
         head=s.get("head", True),
+        order=s.get("order", "call"),
+        units=s.get("units", "auto"),
         generator=ctx.generator,
     )
     return {"units": [(u.name, u.exponent, u.scale) for u in report.units]}
@@ -115,17 +119,26 @@ def _emergence(model: nn.Module, ctx: InitContext) -> InitOutcome:
 
 def _emergence_lr(model: nn.Module, ctx: InitContext) -> InitOutcome:
     s = ctx.settings
+    # The units and exponents must be the weight form's: kaiming's draws with the same order
+    # and units as `emergence` would scale.
     _base(model, ctx, s["base"])
+    optimizer = ctx.train["optimizer"]
+    builtin = optimizer in optim.BUILTIN
     groups = emergence_param_groups(
         model,
         s["alpha"],
-        # AdamW takes Adam's multipliers alpha**(-e): its decoupled decay does not change them.
-        optimizer=optim.family(ctx.train),  # type: ignore[arg-type]  # "sgd" or "adam"
+        # A built-in optimizer's own form: its lr multipliers and, with weight decay, the
+        # per-group decay that keeps the two forms equal (L2 for sgd/adam, decoupled for
+        # adamw). A plug-in's declared family gives the multipliers; its decay is its own.
+        optimizer=optimizer if builtin else optim.family(ctx.train),  # type: ignore[arg-type]
         lr=ctx.train["lr"],
+        weight_decay=ctx.train.get("weight_decay") if builtin else None,
         example_input=ctx.example_input,
         pivot=s["pivot"],
         even=s["even"],
         head=s["head"],
+        order=s.get("order", "call"),
+        units=s.get("units", "auto"),
     )
     info = {"groups": [(g["name"], g["lr_multiplier"]) for g in groups]}
     return InitOutcome(param_groups=groups, info=info)

@@ -14,15 +14,19 @@ __all__ = ["BUILTIN_INITS", "EMERGENCE_INITS", "label", "setting_label"]
 
 #: The inits built into the harness (see ``docs/bench.md#exactly-what-each-init-is``).
 BUILTIN_INITS = ("default", "xavier", "kaiming", "emergence", "emergence-lr", "lsuv", "gradinit")
-#: The inits the alpha, pivot, head and base axes multiply.
+#: The inits the alpha, pivot, head, base, order and units axes multiply.
 EMERGENCE_INITS = ("emergence", "emergence-lr")
 
 
 def label(row: Mapping[str, Any]) -> str:
-    """A configuration's init as text: ``emergence α=2 (xavier_uniform, pivot 0.25, no head)``.
+    """A configuration's init as text: ``emergence α=2 (xavier_uniform, pivot 0.25, no head)``;
+    a depth order or units other than the defaults (``call``, ``auto``) by name:
+    ``emergence α=1.2 (graph, blocks)``.
 
     >>> label({"init": "emergence", "alpha": 2.0, "base": "kaiming_normal", "pivot": 0.5})
     'emergence α=2'
+    >>> label({"init": "emergence-lr", "alpha": 1.2, "order": "graph", "units": "blocks"})
+    'emergence-lr α=1.2 (graph, blocks)'
     >>> label({"init": "kaiming"})
     'kaiming'
     """
@@ -36,6 +40,9 @@ def label(row: Mapping[str, Any]) -> str:
         extra.append(f"pivot {row['pivot']:g}")
     if row.get("head") is False:
         extra.append("no head")
+    for key, default in (("order", "call"), ("units", "auto")):
+        if row.get(key) and row[key] != default:  # empty in results.csv at the default
+            extra.append(str(row[key]))
     text = f"{name} α={row['alpha']:g}"
     return f"{text} ({', '.join(extra)})" if extra else text
 

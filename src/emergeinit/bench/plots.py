@@ -7,13 +7,15 @@ global state touched). The report calls :func:`make_plots`; nothing here imports
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
 
 from . import figures, stats, tasks
 from .labels import EMERGENCE_INITS, label
-from .study import FINISHED, StudyDir, typed_rows
+from .store import FINISHED
+from .study import StudyDir
 
 Row = dict[str, Any]
 
@@ -27,7 +29,7 @@ def _vs_alpha(rows: list[Row], folder: Path, metric: str) -> Path | None:
     settings = stats.group(rows, stats.SETTING)
     fig, axes = figures.figure(len(settings))
     for ax, (_, members) in zip(axes, settings.items(), strict=True):
-        keys = ("init", "base", "pivot", "head")
+        keys = stats.BUT_ALPHA
         for j, (_, line) in enumerate(stats.group(
             [r for r in members if r["init"] in EMERGENCE_INITS], keys
         ).items()):  # fmt: skip
@@ -94,19 +96,39 @@ def _emergence(rows: list[Row], folder: Path, metric: str) -> Path | None:
     return figures.save(fig, folder / "emergence.png")
 
 
-def make_plots(study: StudyDir) -> list[str]:
-    """Write every figure the results support; return their paths relative to the study."""
-    rows = [r for r in typed_rows(study.results_path) if r["status"] in FINISHED]
-    if not rows:
-        return []
+def make_plots(study: StudyDir, rows: list[Row] | None = None) -> list[str]:
+    """Write every figure the results support; return their paths relative to the study.
+
+    ``rows``: results.csv's rows as loaded (default: :meth:`.study.StudyDir.results`). The
+    ``plots/`` folder belongs to the report: a figure of an earlier report that these rows no
+    longer support (all of them, when no run has finished) is removed.
+    """
+    if rows is None:
+        rows = study.results(study.load_config()).rows
+    rows = [r for r in rows if r["status"] in FINISHED]
     folder = study.path / "plots"
-    folder.mkdir(exist_ok=True)
-    task = tasks.get(rows[0]["task"])
-    paths = task.plots(rows, study.run_dir, folder)
-    metric = task.plot_metric
-    if metric:
-        for make in (_vs_alpha, _vs_lr, _emergence):
-            path = make(rows, folder, metric)
-            if path is not None:
-                paths.append(path)
+    paths: list[Path] = []
+    if rows:
+        folder.mkdir(exist_ok=True)
+        task = tasks.get(rows[0]["task"])
+        paths = task.plots(rows, study.run_dir, folder)
+        metric = task.plot_metric
+        if metric:
+            for make in (_vs_alpha, _vs_lr, _emergence):
+                path = make(rows, folder, metric)
+                if path is not None:
+                    paths.append(path)
+    _remove_stale(folder, paths)
     return [str(p.relative_to(study.path)) for p in paths]
+
+
+def _remove_stale(folder: Path, kept: list[Path]) -> None:
+    """Remove the figures in ``folder`` this report did not write (and the folder, if empty)."""
+    if not folder.is_dir():
+        return
+    keep = {p.resolve() for p in kept}
+    for old in folder.glob("*.png"):
+        if old.resolve() not in keep:
+            old.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: a file of the user's own
+        folder.rmdir()

@@ -11,7 +11,7 @@ task's own (:meth:`.tasks.Task.report_section`), then the plots. The report call
 
 from __future__ import annotations
 
-import json
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +19,15 @@ from typing import Any
 
 from . import stats, tasks
 from .answer import AnswerEntry, answer_markdown
+from .config import learning_rates, optimizers
 from .inits import DESCRIPTIONS
 from .labels import EMERGENCE_INITS, label, setting_label
 from .markdown import num as _num
 from .markdown import pvalue as _p
 from .markdown import summary as _summary
 from .markdown import table as _table
-from .study import FINISHED, StudyDir, atomic_write, typed_rows
+from .store import FINISHED, SIDE_NAME, Results
+from .study import StudyDir, atomic_write
 from .verdict import MIN_SEEDS, PairedSample, judge_family
 
 Row = dict[str, Any]
@@ -55,7 +57,7 @@ def _header(
         f"- task: {cfg['study']['task']}; datasets: {', '.join(cfg['data']['dataset'])}",
         f"- runs in results.csv: {len(all_rows)} (ok {counts['ok']}, diverged "
         f"{counts['diverged']}, failed {counts['failed']}); seeds: {seeds}",
-        f"- training: {cfg['train']['optimizer']}, {cfg['train']['epochs']} epoch(s), batch "
+        f"- training: {', '.join(optimizers(cfg))}, {cfg['train']['epochs']} epoch(s), batch "
         f"{task.batch_text(cfg)}, schedule {cfg['train']['schedule']}; train subset "
         f"{cfg['data']['train_size'] or 'all'}, validation {cfg['data']['val_size']}, test "
         f"{cfg['data']['test_size'] or 'all'}",
@@ -131,7 +133,7 @@ def answer_of(
     cfg: dict[str, Any], rows: list[Row], plugin_info: dict[str, Any] | None = None
 ) -> StudyAnswer:
     """The verdicts of a study with resolved config ``cfg`` and result rows ``rows`` (as
-    :func:`.study.typed_rows` reads them; rows of failed runs are left out).
+    :meth:`.study.StudyDir.results` reads them; rows of failed runs are left out).
 
     The comparisons are the paired table's: each non-baseline configuration against the
     baseline init in its setting, on each primary metric, over the seeds *both* have a
@@ -172,13 +174,8 @@ def study_answer(path: Path) -> StudyAnswer:
     environment alone (what ``report.md``'s Answer shows)."""
     study = StudyDir(path)
     cfg = study.load_config()
-    rows = typed_rows(study.results_path) if study.results_path.is_file() else []
-    return answer_of(cfg, rows, _environment(study).get("plugins", {}))
-
-
-def _environment(study: StudyDir) -> dict[str, Any]:
-    env_path = study.path / "environment.json"
-    return json.loads(env_path.read_text()) if env_path.is_file() else {}
+    rows = study.results(cfg).rows  # validated: damage named, each run counted once
+    return answer_of(cfg, rows, study.environment().get("plugins", {}))
 
 
 def _answer_section(answer: StudyAnswer, has_rows: bool) -> list[str]:
@@ -227,20 +224,57 @@ def _paired_section(cfg: dict[str, Any], answer: StudyAnswer) -> list[str]:
     )
 
 
-def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
+def _problems_section(results: Results) -> list[str]:
+    """What the load of results.csv left out (damaged lines, earlier rows of repeated run
+    ids), named; and how many lines the driver has set aside to the side file so far."""
+    out: list[str] = []
+    problems = results.problems()
+    if problems:
+        lines = [f"- {p}" for p in problems[:20]]
+        if len(problems) > 20:
+            lines.append(f"- and {len(problems) - 20} more")
+        out += [
+            f"> **results.csv: {len(problems)} line(s) not counted** (a damaged line is left "
+            "out; of a repeated run id only the last row counts; the next `emergeinit bench` "
+            f"on this directory moves them to {SIDE_NAME}):",
+            "",
+            *lines,
+            "",
+        ]
+    side = results.path.with_name(SIDE_NAME)
+    if side.is_file():
+        with side.open(encoding="utf-8", errors="replace", newline="") as fh:
+            count = sum(1 for _ in csv.reader(fh)) - 1
+        if count > 0:
+            out += [
+                f"> {SIDE_NAME} holds {count} line(s) taken out of results.csv (damaged, or "
+                "superseded by a later row of the same run), with why; see "
+                "docs/scaling.md#the-results-store-resultscsv.",
+                "",
+            ]
+    return out
+
+
+def sections(
+    study: StudyDir, plots: list[str], results: Results | None = None
+) -> list[list[str]]:
     """The report's sections, in order, each a list of markdown lines: the one place where
-    the report is assembled (a new section goes here). The Answer comes first."""
+    the report is assembled (a new section goes here). The Answer comes first. ``results``:
+    results.csv as loaded (default: :meth:`.study.StudyDir.results`)."""
     cfg = study.load_config()
     task = tasks.get(cfg["study"]["task"])
-    env = _environment(study)
+    env = study.environment()
     plugin_info = env.get("plugins", {})
-    all_rows = typed_rows(study.results_path)
+    if results is None:
+        results = study.results(cfg)
+    all_rows = results.rows
     rows = [r for r in all_rows if r["status"] in FINISHED]
     answer = answer_of(cfg, all_rows, plugin_info)
     out = [
         _title(cfg, env),
         _answer_section(answer, bool(rows)),
         _header(cfg, env, all_rows, rows),
+        _problems_section(results),
     ]
     if not rows:
         return [*out, ["No finished runs yet."]]
@@ -258,9 +292,9 @@ def sections(study: StudyDir, plots: list[str]) -> list[list[str]]:
     return out
 
 
-def build_report(study: StudyDir, plots: list[str]) -> str:
+def build_report(study: StudyDir, plots: list[str], results: Results | None = None) -> str:
     """``report.md`` of the study: its sections joined."""
-    lines = [line for section in sections(study, plots) for line in section]
+    lines = [line for section in sections(study, plots, results) for line in section]
     return "\n".join(lines) + "\n"
 
 
@@ -322,7 +356,7 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
     alphas = {r["alpha"] for r in emergence}
     report_metrics = [m for m in cfg["stats"]["primary"] if m != metric] or [metric]
     if emergence:
-        keys = (*stats.SETTING, "init", "base", "pivot", "head")
+        keys = (*stats.SETTING, *stats.BUT_ALPHA)
         out += [
             "## Best alpha, chosen on validation, reported on held-out seeds",
             "",
@@ -352,7 +386,8 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             ],
             table,
         )
-    if len(cfg["train"]["lr"]) > 1:
+    grid = learning_rates(cfg)
+    if any(len(lrs) > 1 for lrs in grid.values()):
         pair_keys = ("dataset", "model", "optimizer")
         keys = (*pair_keys, *stats.INIT_KEYS)
         table = []
@@ -369,8 +404,8 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
         out += [
             "## Learning rate tuned per init (validation-chosen, held-out seeds)",
             "",
-            f"lr chosen per init by mean {metric} on seeds {chosen} (from "
-            f"{sorted(cfg['train']['lr'])}); reported on held-out seeds {held} only, paired by "
+            f"lr chosen per init by mean {metric} on seeds {chosen} (from {_lr_grid(grid)}); "
+            f"reported on held-out seeds {held} only, paired by "
             f"seed with {baseline} at {baseline}'s own chosen lr (the fair comparison: each init "
             "at its best learning rate).",
             "",
@@ -389,6 +424,14 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             ),
         ]
     return out
+
+
+def _lr_grid(grid: dict[str, list[float]]) -> str:
+    """The learning rates chosen from: ``[0.01, 0.1]``, or per optimizer ``sgd [0.05, 0.1],
+    adamw [0.001, 0.003]``."""
+    if len(grid) == 1:
+        return str(sorted(next(iter(grid.values()))))
+    return ", ".join(f"{name} {sorted(lrs)}" for name, lrs in grid.items())
 
 
 def _emergence_section(cfg: dict[str, Any], rows: list[Row]) -> list[str]:
@@ -454,12 +497,18 @@ def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> 
     ]  # fmt: skip
 
 
-def write_report(path: Path) -> Path:
-    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report."""
+def write_report(path: Path, *, live: bool | None = None) -> Path:
+    """Write ``report.md`` and ``plots/*.png`` for the study at ``path``; return the report.
+
+    results.csv is loaded once, validated (:meth:`.study.StudyDir.results`; ``live`` as
+    there): damaged lines and repeated run ids are named in the report and in a
+    ``ResultsWarning``, never counted. Plots the results no longer support are removed.
+    """
     from .plots import make_plots
 
     study = StudyDir(path)
-    plots = make_plots(study)
+    results = study.results(study.load_config(), live=live)
+    plots = make_plots(study, results.rows)
     report = path / "report.md"
-    atomic_write(report, build_report(study, plots))
+    atomic_write(report, build_report(study, plots, results))
     return report

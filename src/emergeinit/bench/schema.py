@@ -11,7 +11,7 @@ import copy
 import difflib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import ConfigError
@@ -34,9 +34,16 @@ class Field:
     """One config key: its type, default and constraints.
 
     ``kind``: ``str``, ``int``, ``float``, ``bool``, ``int_list``, ``float_list``, ``str_list``,
-    or ``table`` (a free-form table of TOML values, handed on as it is). ``plugin`` names the
+    ``table`` (a free-form table of TOML values, handed on as it is) or ``table_list`` (a list
+    of such tables; their keys are checked by the config's cross checks). ``plugin`` names the
     plug-in kind (``init``, ``dataset``, ``optimizer``, ``task``) whose import paths and entry
     points the key accepts besides ``choices``.
+
+    ``single``: an axis whose one value stays a scalar (a key that was a plain value before it
+    became an axis: ``"sgd"`` resolves to ``"sgd"``, as it always did, ``["sgd"]`` too, and
+    only two or more values to a list). ``keyed_by``: the axis may also be a table of lists
+    keyed by the values of that sibling axis (``train.lr = {sgd = [0.05], adamw = [0.001]}``);
+    the keys are checked against the sibling by the config's cross checks.
     """
 
     kind: str
@@ -50,6 +57,8 @@ class Field:
     check: Callable[[Any], str | None] | None = None
     whole: bool = False  # ``check`` judges the whole list, not each item
     plugin: str | None = None
+    single: bool = False
+    keyed_by: str | None = None
     doc: str = ""
 
 
@@ -77,9 +86,17 @@ def _type_error(key: str, field: Field, value: Any) -> ConfigError:
         "float_list": "a list of numbers",
         "str_list": "a list of strings",
         "table": "a table",
+        "table_list": "a list of tables",
     }[field.kind]
-    if field.axis:
-        want = f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
+    if field.axis:  # one value or a list of them
+        one = {"bool_list": "true or false", "bool": "true or false"}.get(field.kind)
+        want = (
+            f"{one}, or a list of them"
+            if one
+            else f"{want.removeprefix('a list of ').rstrip('s')} or {want}"
+        )
+    if field.keyed_by:
+        want += f" (or a table of them keyed by {field.keyed_by})"
     return ConfigError(f"{key}: expected {want}, got {value!r}")
 
 
@@ -121,6 +138,12 @@ def coerce(key: str, field: Field, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _type_error(key, field, value)
         return copy.deepcopy(dict(value))
+    if field.kind == "table_list":
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise _type_error(key, field, value)
+        return [copy.deepcopy(dict(v)) for v in value]
+    if field.keyed_by and isinstance(value, Mapping):
+        return _keyed(key, field, value)
     if key == "train.seeds" and isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise ConfigError(f"{key}: a seed count must be >= 1, got {value}")
@@ -149,7 +172,20 @@ def coerce(key: str, field: Field, value: Any) -> Any:
             problem = field.check(item)
             if problem:
                 raise ConfigError(f"{key}: {problem}, got {value!r}")
+    if field.single and isinstance(out, list) and len(out) == 1:
+        return out[0]
     return out
+
+
+def _keyed(key: str, field: Field, table: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``keyed_by`` axis given as a table: each entry checked as the axis itself."""
+    if not table:
+        raise ConfigError(
+            f"{key}: an empty table; give each {field.keyed_by} its values, e.g. "
+            f"{key.rsplit('.', 1)[-1]} = {{sgd = [0.05], adamw = [0.001]}}"
+        )
+    entry = replace(field, keyed_by=None)
+    return {str(name): coerce(f"{key}.{name}", entry, v) for name, v in table.items()}
 
 
 def unknown_key(key: str, known: Mapping[str, Any]) -> ConfigError:

@@ -22,8 +22,10 @@ from scipy import stats as sps
 
 # The axes that identify a configuration; SETTING is what a baseline is paired on (plus seed).
 SETTING = ("dataset", "model", "optimizer", "lr")
-INIT_KEYS = ("init", "base", "alpha", "pivot", "head")
+INIT_KEYS = ("init", "base", "alpha", "pivot", "head", "order", "units")
 CONFIG = SETTING + INIT_KEYS
+# An emergence configuration but its alpha: what "the best alpha" is chosen within.
+BUT_ALPHA = tuple(k for k in INIT_KEYS if k != "alpha")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ outcome (then it is only logged).
 
 :func:`repair_results` then rewrites ``results.csv`` once, atomically, without those lines and
 appends each of them, with its line number and reason, to ``results.setaside.csv`` beside it.
-What survives a kill at any instant (see ``docs/store.md`` for the full argument):
+What survives a kill at any instant (see ``docs/scaling.md#the-results-store-resultscsv``
+for the full argument):
 
 - an append is one ``write`` of a whole line to a file opened in append mode, then ``fsync``: a
   kill leaves the line whole, absent, or cut off without its newline. A cut-off last line is
@@ -76,8 +77,11 @@ FINISHED = ("ok", "diverged")
 # the report has always used. A column the store does not know (one a user added) is text, so
 # adding a column in a spreadsheet never turns every row into damage.
 TEXT_COLUMNS = frozenset(
-    ("run_id", "status", "task", "dataset", "model", "init", "base", "optimizer", "error")
-)
+    (
+        "run_id", "status", "task", "dataset", "model", "init", "base", "order", "units",
+        "optimizer", "error",
+    )
+)  # fmt: skip
 INT_COLUMNS = frozenset(("seed", "epochs", "steps"))
 BOOL_COLUMNS = frozenset(("head",))
 NUMBER_COLUMNS = frozenset(
@@ -89,7 +93,9 @@ NUMBER_COLUMNS = frozenset(
 )  # fmt: skip
 NUMBER_PREFIXES = ("steps_to_",)
 # Columns with few distinct values: their strings are shared between rows (memory at 10^6 rows).
-_SHARED_TEXT = frozenset(("status", "task", "dataset", "model", "init", "base", "optimizer"))
+_SHARED_TEXT = frozenset(
+    ("status", "task", "dataset", "model", "init", "base", "order", "units", "optimizer")
+)
 
 _RUN_ID = re.compile(r"[0-9a-f]{12}")
 _BOM = b"\xef\xbb\xbf"

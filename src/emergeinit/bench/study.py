@@ -1,17 +1,19 @@
-"""A study on disk: grid expansion, stable run ids, preflight, atomic results and resume.
+"""A study on disk: grid expansion, stable run ids, preflight, results in run order, resume.
 
 Layout of a study directory::
 
     config.toml         the resolved config (every default filled in)
     environment.json    torch/numpy/python versions, threads, CPU, data notices, plug-ins
-    results.csv         one row per finished run, rewritten atomically after each run
+    results.csv         one row per finished run, appended as it ends (:mod:`.store`)
+    results.setaside.csv  lines the driver took out of results.csv (damaged, superseded)
     runs/<run_id>/      config.json, metrics.jsonl (streamed), checkpoint.pt (see
                         :mod:`.checkpoint`), error.txt for a crashed run
     report.md, plots/   written by :mod:`.report` and :mod:`.plots`
 
 A run id is a hash of the run's own resolved config, so it is stable across machines and
 studies; resuming skips every id already in ``results.csv`` with status ok or diverged, and
-every other run continues from its last checkpoint.
+every other run continues from its last checkpoint. Only :mod:`.store` reads and writes
+``results.csv``; :meth:`StudyDir.results` gives its rows in the study's run order.
 
 The generic layer: what depends on the task is asked of it through the registry
 (:mod:`.tasks`), never by its name.
@@ -20,10 +22,10 @@ The generic layer: what depends on the task is asked of it through the registry
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import functools
+import gc
 import hashlib
-import io
 import itertools
 import json
 import logging
@@ -31,8 +33,7 @@ import os
 import platform
 import re
 import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,10 @@ from . import config as cfgmod
 from . import optim, plugins, tasks
 from .checkpoint import capture_rng, exclusive, fsync_dir, restore_rng, temp_path
 from .labels import BUILTIN_INITS, EMERGENCE_INITS
+from .store import Results, read_results
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("ok", "diverged")
 #: Result columns every study has, whatever its task (the historic layout of results.csv;
 #: the last four are translation's scores).
 RESERVED = ("bleu", "bleu_tok", "chrf", "val_bleu")
@@ -58,18 +59,19 @@ def preflight(
 ) -> tuple[dict[str, Any], list[str]]:
     """Everything that can fail before the study starts, raised as ``ConfigError`` naming the
     key: plug-in inits and optimizers resolve (and a plug-in optimizer builds), then the task's
-    own preflight (data files, plug-in datasets, fallbacks). Returns the config to run and
-    notices for the user."""
+    own preflight (data files, plug-in datasets, fallbacks). Returns
+    the config to run and notices for the user."""
     from .inits import resolve_init
 
     task = tasks.get(cfg["study"]["task"])
     for name in cfg["init"]["names"]:
         if name not in BUILTIN_INITS:
             resolve_init(name)
-    train = {**cfg["train"], "lr": cfg["train"]["lr"][0]}
-    optim.check_optimizer(train)
-    if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
-        optim.family(train)  # a plug-in optimizer must say how it scales updates
+    for optimizer, lrs in cfgmod.learning_rates(cfg).items():
+        train = {**_train_table(cfg, optimizer), "lr": lrs[0]}
+        optim.check_optimizer(train)
+        if {"emergence-lr", "gradinit"} & set(cfg["init"]["names"]):
+            optim.family(train)  # a plug-in optimizer must say how it scales updates
     return task.preflight(cfg, data_dir)
 
 
@@ -85,11 +87,17 @@ def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
     init = cfg["init"]
     if name in EMERGENCE_INITS:
         return [
-            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"]}
-            for a, p, h, b in itertools.product(
-                init["alpha"], init["pivot"], init["head"], init["base"]
+            {"name": name, "alpha": a, "pivot": p, "head": h, "base": b, "even": init["even"],
+             "order": o, "units": u}
+            for a, p, h, b, o, u in itertools.product(
+                init["alpha"], init["pivot"], init["head"], init["base"], init["order"],
+                init["units"],
             )
-        ]
+            if not cfgmod.excluded(
+                {"alpha": a, "pivot": p, "head": h, "base": b, "order": o, "units": u},
+                init["exclude"],
+            )
+        ]  # fmt: skip
     if name == "lsuv":
         return [{"name": name, "lsuv": dict(init["lsuv"])}]
     if name == "gradinit":
@@ -97,48 +105,155 @@ def _init_tables(cfg: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [{"name": name}]
 
 
+def _table_count(cfg: dict[str, Any], name: str) -> int:
+    # The emergence axes' product is small (it is not multiplied by data, models, lrs, seeds).
+    return len(_init_tables(cfg, name)) if name in EMERGENCE_INITS else 1
+
+
+def count_runs(cfg: dict[str, Any]) -> int:
+    """How many runs :func:`expand` gives, without expanding: datasets x models x (lrs summed
+    over optimizers) x (init tables) x seeds.
+
+    >>> from emergeinit.bench import config
+    >>> count_runs(config.load("smoke"))
+    6
+    """
+    tables = sum(_table_count(cfg, name) for name in cfg["init"]["names"])
+    lrs = sum(len(v) for v in cfgmod.learning_rates(cfg).values())
+    return (
+        len(cfg["data"]["dataset"]) * len(cfg["model"]["spec"]) * lrs
+        * tables * len(cfg["train"]["seeds"])
+    )  # fmt: skip
+
+
+def _train_table(cfg: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """A run's ``train`` table for one optimizer, without its lr: the keys that optimizer
+    reads (``momentum`` and ``nesterov`` only for SGD and plug-ins), ``weight_decay`` its own."""
+    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
+    train["optimizer"] = optimizer
+    train["weight_decay"] = cfgmod.for_optimizer(cfg["train"], "weight_decay", optimizer)
+    if optimizer in ("adam", "adamw"):
+        for key in optim.SGD_ONLY:
+            train.pop(key)
+    return train
+
+
+def _run_init(init: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """The init table as a run holds it. ``emergence-lr`` under a built-in optimizer with
+    weight decay gives each group the decay that keeps it equal to the weight form
+    (docs/method.md, "The learning-rate form"); such runs say so (``decay = "per-unit"``),
+    which also keeps their ids apart from runs of earlier versions, whose groups took the
+    optimizer-wide decay."""
+    if (
+        init["name"] == "emergence-lr"
+        and train["optimizer"] in optim.BUILTIN
+        and train["weight_decay"] > 0
+    ):
+        return {**init, "decay": "per-unit"}
+    return init
+
+
+def _json(value: Any) -> str:
+    """JSON as :func:`run_id` hashes it (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of the study, as self-contained run configs, in a stable order.
 
-    Emergence-only axes (alpha, pivot, head, base) multiply only the emergence inits; each
-    other init runs once per (dataset, model, lr, seed).
+    Emergence-only axes (alpha, pivot, head, base, order, units) multiply only the emergence
+    inits; each other init runs once per (dataset, model, optimizer, lr, seed). Each optimizer
+    runs with its own learning rates (``train.lr`` as a table keyed by optimizer). Runs share
+    their tables (a run's ``data``, ``train``, ``init`` and ``measure`` are the same objects as
+    its neighbours'): treat them as read-only. The run ids are those of :func:`run_id`,
+    computed from JSON fragments built once per table, so a grid of 10^6 runs expands in
+    seconds (see ``docs/performance.md#grid-expansion``).
     """
+    # The loop makes millions of small dicts and no cycles: the cyclic garbage collector,
+    # which would scan them again and again as they pile up, cost more than the loop itself.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _expand(cfg)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _expand(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     task = tasks.get(cfg["study"]["task"])
-    train = {k: v for k, v in cfg["train"].items() if k not in ("seeds", "lr")}
-    if train["optimizer"] in ("adam", "adamw"):
-        for key in optim.SGD_ONLY:
-            train.pop(key)
-    runs = []
+    name = cfg["study"]["task"]
+    schedule = cfgmod.learning_rates(cfg)
+    measure = dict(cfg["measure"])
+    own = task.run_tables(cfg)
+    seeds = [(seed, _json(seed)) for seed in cfg["train"]["seeds"]]
+    keys = sorted({"task", "data", "model", "init", "train", "measure", "seed", *own})
+    fragments = {"task": _json(name), "measure": _json(measure)}
+    fragments.update({key: _json(value) for key, value in own.items()})
+    runs: list[dict[str, Any]] = []
+    append = runs.append
     for dataset in cfg["data"]["dataset"]:
         data_table = task.data_table(cfg, dataset)
+        fragments["data"] = _json(data_table)
         for template in cfg["model"]["spec"]:
             spec = task.model_spec(cfg, dataset, template)
-            for lr in cfg["train"]["lr"]:
-                for init_name in cfg["init"]["names"]:
-                    for init in _init_tables(cfg, init_name):
-                        for seed in cfg["train"]["seeds"]:
-                            run = {
-                                "task": cfg["study"]["task"],
-                                "data": data_table,
-                                "model": spec,
-                                "init": init,
-                                "train": {**train, "lr": lr},
-                                "measure": dict(cfg["measure"]),
-                                "seed": seed,
-                                **task.run_tables(cfg),
-                            }
-                            run["run_id"] = run_id(run)
-                            runs.append(run)
+            fragments["model"] = _json(spec)
+            for optimizer, lrs in schedule.items():
+                train = _train_table(cfg, optimizer)
+                inits = [
+                    _run_init(init, train)
+                    for init_name in cfg["init"]["names"]
+                    for init in _init_tables(cfg, init_name)
+                ]
+                init_texts = [_json(_identity_init(init)) for init in inits]
+                for lr in lrs:
+                    train_lr = {**train, "lr": lr}
+                    fragments["train"] = _json(_identity_train(train_lr))
+                    for init, init_text in zip(inits, init_texts, strict=True):
+                        fragments["init"] = init_text
+                        # The id's JSON text is head + seed + tail: hash the head once.
+                        parts = [f"{_json(k)}:{fragments.get(k, '')}" for k in keys]
+                        at = keys.index("seed")
+                        head = "{" + ",".join([*parts[:at], f"{_json('seed')}:"])
+                        tail = "".join("," + p for p in parts[at + 1 :]) + "}"
+                        hashed = hashlib.sha256(head.encode())
+                        template = {
+                            "task": name,
+                            "data": data_table,
+                            "model": spec,
+                            "init": init,
+                            "train": train_lr,
+                            "measure": measure,
+                            "seed": 0,
+                            **own,
+                        }
+                        for seed, seed_text in seeds:
+                            digest = hashed.copy()
+                            digest.update(f"{seed_text}{tail}".encode())
+                            run = template.copy()
+                            run["seed"] = seed
+                            run["run_id"] = digest.hexdigest()[:12]
+                            append(run)
     return runs
 
 
-def check_runs(runs: list[dict[str, Any]], data_dir: Path | None) -> None:
+def check_runs(
+    runs: list[dict[str, Any]],
+    data_dir: Path | None,
+    *,
+    concurrency: int = 1,
+    here: bool = True,
+) -> list[str]:
     """Problems every run would hit, raised before anything runs: bad model specs (built on
-    the meta device), the task's own (e.g. subsets larger than the data), and plug-in inits,
-    each tried once on the model of its first run."""
+    the meta device), the task's own (e.g. subsets larger than the data), emergence scales
+    outside the weights' dtype, and plug-in inits, each tried once on the model of its first
+    run. With ``here`` (the runs train on this machine, not on a cluster's nodes) also the
+    device and a model too large for its memory. Returns notices (``concurrency`` runs at
+    once that may not fit in memory together)."""
     import torch
 
     from ..models import build_model
+    from .feasibility import check_device, check_memory, check_scales
 
     seen: set[str] = set()
     for run in runs:
@@ -152,6 +267,11 @@ def check_runs(runs: list[dict[str, Any]], data_dir: Path | None) -> None:
             raise ConfigError(f"model.spec: {exc}") from None
     if runs:
         tasks.get(runs[0]["task"]).check_runs(runs, data_dir)
+    check_scales(runs)
+    notices: list[str] = []
+    if here and runs:
+        check_device(runs[0]["train"]["device"])  # one train table for the whole study
+        notices = check_memory(runs, concurrency)
     probed: set[str] = set()
     for run in runs:
         name = run["init"]["name"]
@@ -159,6 +279,7 @@ def check_runs(runs: list[dict[str, Any]], data_dir: Path | None) -> None:
             continue
         probed.add(name)
         _probe(run, data_dir)
+    return notices
 
 
 def _probe(run: dict[str, Any], data_dir: Path | None) -> None:
@@ -181,11 +302,31 @@ def _probe(run: dict[str, Any], data_dir: Path | None) -> None:
 
 
 # ``train`` keys left out of the run id: how a run executes, never what it computes (so that
-# checkpointing more or less often never makes a run a different one), and options added after
-# studies were first recorded, while at their default (so adding an option never changes the
-# ids, and with them the resumability, of existing studies).
+# checkpointing more or less often never makes a run a different one).
 EXECUTION_ONLY = ("checkpoint_every",)
+# Keys of a run's ``train`` and ``init`` tables added after studies were first recorded, left
+# out of the run id while at their default (so adding an option never changes the ids, and
+# with them the resumability, of existing studies).
 ADDED_DEFAULTS = {"autocast": "none"}
+ADDED_INIT_DEFAULTS = {"order": "call", "units": "auto"}
+
+
+def _identity_train(train: dict[str, Any]) -> dict[str, Any]:
+    """The ``train`` table as the run id sees it (execution-only and defaulted keys left out)."""
+    return {
+        k: v
+        for k, v in train.items()
+        if k not in EXECUTION_ONLY and (k not in ADDED_DEFAULTS or ADDED_DEFAULTS[k] != v)
+    }
+
+
+def _identity_init(init: dict[str, Any]) -> dict[str, Any]:
+    """The ``init`` table as the run id sees it (later-added keys at their defaults left out)."""
+    return {
+        k: v
+        for k, v in init.items()
+        if k not in ADDED_INIT_DEFAULTS or ADDED_INIT_DEFAULTS[k] != v
+    }
 
 
 def run_id(run: dict[str, Any]) -> str:
@@ -193,13 +334,10 @@ def run_id(run: dict[str, Any]) -> str:
     keys and later-added keys at their defaults excluded)."""
     body = {k: v for k, v in run.items() if k != "run_id"}
     if isinstance(body.get("train"), dict):
-        body["train"] = {
-            k: v
-            for k, v in body["train"].items()
-            if k not in EXECUTION_ONLY and (k not in ADDED_DEFAULTS or ADDED_DEFAULTS[k] != v)
-        }
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+        body["train"] = _identity_train(body["train"])
+    if isinstance(body.get("init"), dict):
+        body["init"] = _identity_init(body["init"])
+    return hashlib.sha256(_json(body).encode()).hexdigest()[:12]
 
 
 def columns(cfg: dict[str, Any]) -> list[str]:
@@ -209,7 +347,7 @@ def columns(cfg: dict[str, Any]) -> list[str]:
     own = list(tasks.get(cfg["study"]["task"]).columns)
     return [
         "run_id", "status", "task", "dataset", "model", "init", "base", "alpha", "pivot",
-        "head", "optimizer", "lr", "seed", "epochs",
+        "head", "order", "units", "optimizer", "lr", "seed", "epochs",
         "val_acc_epoch1", "test_acc_epoch1", "val_acc_final", "test_acc_final", "test_loss",
         "train_loss_final", "steps", *targets, "log10_e_init", "log10_e_final",
         "init_seconds", "train_seconds", "wall_seconds", *RESERVED, *own, "error",
@@ -239,7 +377,7 @@ def plugin_info(cfg: dict[str, Any]) -> dict[str, dict[str, dict[str, str]]]:
     named = {
         "init": cfg["init"]["names"],
         "dataset": cfg["data"]["dataset"],
-        "optimizer": [cfg["train"]["optimizer"]],
+        "optimizer": cfgmod.optimizers(cfg),
     }
     out: dict[str, dict[str, dict[str, str]]] = {}
     for kind, names in named.items():
@@ -265,6 +403,10 @@ def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         "alpha": init.get("alpha", ""),
         "pivot": init.get("pivot", ""),
         "head": init.get("head", ""),
+        # Empty at the default, as in runs recorded before these options existed, so a
+        # resumed study's old and new rows name the same configuration alike.
+        "order": _non_default(init, "order"),
+        "units": _non_default(init, "units"),
         "optimizer": plugin_label("optimizer", run["train"]["optimizer"]),
         "lr": run["train"]["lr"],
         "seed": run["seed"],
@@ -274,14 +416,9 @@ def result_row(run: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+def _non_default(init: dict[str, Any], key: str) -> str:
+    value = init.get(key)
+    return "" if value is None or value == ADDED_INIT_DEFAULTS[key] else str(value)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -299,65 +436,6 @@ def atomic_write(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-
-
-def write_results(path: Path, rows: Iterable[dict[str, Any]], cols: list[str]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: _cell(row.get(c)) for c in cols})
-    atomic_write(path, buf.getvalue())
-
-
-def read_results(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-STATUSES = (*FINISHED, "failed")
-
-
-def check_results(path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """The well-formed rows of ``results.csv`` (first per run id) and what is wrong with it.
-
-    A row is well formed when it has exactly the header's fields, a 12-hex-digit run id and a
-    known status. Nothing is raised: a damaged file costs only the runs whose rows it lost.
-    """
-    if not path.is_file():
-        return [], []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [f"cannot be read ({type(exc).__name__}: {exc})"]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        raw = list(reader)
-    except csv.Error as exc:
-        return [], [f"is not valid CSV ({exc})"]
-    header = reader.fieldnames or []
-    if "run_id" not in header or "status" not in header:
-        return [], ["has no run_id/status header"]
-    rows: dict[str, dict[str, str]] = {}
-    problems: list[str] = []
-    for line, row in enumerate(raw, start=2):
-        rid, status = row.get("run_id") or "", row.get("status") or ""
-        if None in row or None in row.values():
-            problems.append(
-                f"row {line} has {'more' if None in row else 'fewer'} fields than the header"
-            )
-        elif not re.fullmatch(r"[0-9a-f]{12}", rid) or status not in STATUSES:
-            problems.append(f"row {line} has run_id {rid[:20]!r} and status {status[:20]!r}")
-        elif rid in rows:
-            problems.append(f"row {line} repeats run {rid}")
-        else:
-            rows[rid] = row
-    if not text.endswith("\n") and raw:
-        problems.append("its last line is cut off")  # the row may be incomplete: drop it
-        rows.pop(raw[-1].get("run_id") or "", None)
-    return list(rows.values()), problems
 
 
 def environment(
@@ -394,6 +472,106 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# --- results in the study's order -------------------------------------------------------------
+
+
+def _first_positions(values: Iterable[Any]) -> dict[Any, int]:
+    out: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        out.setdefault(value, i)
+    return out
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A model spec template as a pattern its filled specs match (placeholders: digits and x)."""
+    escaped = re.escape(template)
+    for name in ("features", "shape", "classes"):
+        escaped = escaped.replace(re.escape("{" + name + "}"), "[0-9x]+")
+    return re.compile(escaped)
+
+
+def order_rows(
+    rows: list[dict[str, Any]], cfg: dict[str, Any], plugins: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """``rows`` in the study's run order: by dataset, model, optimizer, lr, init, alpha, pivot,
+    head, base, order, units and seed as ``cfg`` lists them (the order of :func:`expand`),
+    read from the rows' own cells, so no plug-in is imported. Rows are appended to
+    ``results.csv`` as runs end; this gives the report the same order whatever order they
+    ended in. ``plugins`` is ``environment.json``'s table of plug-in labels (rows name a
+    plug-in by its label).
+    A cell the config does not list sorts after those it does, by its text."""
+    plugins = plugins or {}
+
+    def labels(kind: str, names: list[str]) -> dict[Any, int]:
+        shown = plugins.get(kind, {})
+        return _first_positions(shown.get(n, {}).get("label", n) for n in names)
+
+    init = cfg["init"]
+    grid = cfgmod.learning_rates(cfg)
+    axes = [
+        ("dataset", labels("dataset", cfg["data"]["dataset"])),
+        ("optimizer", labels("optimizer", list(grid))),
+        ("lr", _first_positions(lr for lrs in grid.values() for lr in lrs)),
+        ("init", labels("init", init["names"])),
+        ("alpha", _first_positions(init["alpha"])),
+        ("pivot", _first_positions(init["pivot"])),
+        ("head", _first_positions(init["head"])),
+        ("base", _first_positions(init["base"])),
+        ("order", _first_positions(init["order"])),
+        ("units", _first_positions(init["units"])),
+        ("seed", _first_positions(cfg["train"]["seeds"])),
+    ]
+    patterns = [_template_pattern(t) for t in cfg["model"]["spec"]]
+    models: dict[Any, tuple[int, str]] = {}
+
+    def model_key(spec: Any) -> tuple[int, str]:
+        if spec not in models:
+            text = str(spec)
+            hit = next((i for i, p in enumerate(patterns) if p.fullmatch(text)), len(patterns))
+            models[spec] = (hit, text)
+        return models[spec]
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        out: list[tuple[int, str]] = []
+        for name, where in axes:
+            value = row.get(name)
+            if name in ADDED_INIT_DEFAULTS and value in (None, ""):
+                value = ADDED_INIT_DEFAULTS[name]  # results.csv leaves the defaults empty
+            if value is None or value == "":
+                out.append((-1, ""))
+            else:
+                at = where.get(value)
+                out.append((at, "") if at is not None else (len(where), str(value)))
+            if name == "dataset":
+                out.append(model_key(row.get("model")))
+        return tuple(out)
+
+    return sorted(rows, key=key)
+
+
+def _may_change(key: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a study directory may take a config that differs from its own in ``key``: the
+    analysis (``stats.*``), the description, and more seeds (never fewer, so no finished run
+    drops out of a report unannounced). Every other key changes what the runs compute."""
+    if key.startswith("stats.") or key == "study.description":
+        return True
+    if key == "train.seeds":
+        return set(old["train"]["seeds"]) <= set(new["train"]["seeds"])
+    return False
+
+
+class StudyDirError(ConfigError):
+    """The study directory cannot be used (a file, not writable, another study's)."""
+
+
+def _unwritable(path: Path, exc: OSError) -> StudyDirError:
+    why = exc.strerror or type(exc).__name__
+    return StudyDirError(
+        f"--out: cannot write the study directory {path} ({why}); choose a directory you can "
+        "write to"
+    )
+
+
 class StudyDir:
     """The study directory: resolved config, environment, results and per-run folders."""
 
@@ -410,78 +588,89 @@ class StudyDir:
             raise ConfigError(f"{self.path} is not a study directory (no config.toml)")
         return cfgmod.resolve(cfgmod.load_file(self.config_path))
 
+    def environment(self) -> dict[str, Any]:
+        """``environment.json`` (empty when missing or unreadable)."""
+        try:
+            loaded = json.loads((self.path / "environment.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def results(self, cfg: dict[str, Any], *, live: bool | None = None) -> Results:
+        """``results.csv`` through the store's validated load (damaged lines and repeated run
+        ids named in a :class:`~.store.ResultsWarning`, never counted twice), its rows in the
+        study's run order (:func:`order_rows`). ``live``: whether a driver may be appending
+        (``None``: whether one holds the study lock now); see :func:`.store.read_results`."""
+        if live is None:
+            live = self.driving()
+        loaded = read_results(self.results_path, columns(cfg), live=live)
+        ordered = order_rows(loaded.rows, cfg, self.environment().get("plugins"))
+        return dataclasses.replace(loaded, rows=ordered)
+
+    def driving(self) -> bool:
+        """Whether a driver holds the study lock right now (``True`` when it cannot be told)."""
+        if not (self.path / ".lock").is_file():
+            return False
+        try:
+            with exclusive(self.path / ".lock", wait=False) as mine:
+                return not mine
+        except OSError:
+            return True
+
     def claim(self, cfg: dict[str, Any]) -> None:
-        """Write ``cfg`` here, or check it equals the config already here (resume)."""
+        """Write ``cfg`` here, or check it equals the config already here (resume). Raises
+        :class:`StudyDirError` for a path that is a file, is another directory, or cannot be
+        written."""
+        if self.path.exists() and not self.path.is_dir():
+            raise StudyDirError(
+                f"--out: {self.path} is a file, not a directory; choose another --out"
+            )
         if self.config_path.is_file():
             # Resolved again, so keys added to the schema since it was written take their
             # defaults instead of counting as differences.
             old = cfgmod.resolve(cfgmod.load_file(self.config_path))
             differ = cfgmod.diff_keys(old, cfg)
-            if differ:
-                raise ConfigError(
+            fixed = [key for key in differ if not _may_change(key, old, cfg)]
+            if fixed:
+                raise StudyDirError(
                     f"{self.path} holds a study with a different config (keys that differ: "
-                    f"{', '.join(differ)}); choose another --out or run the same config to resume"
+                    f"{', '.join(fixed)}); choose another --out or run the same config to "
+                    "resume (a study may only gain seeds and change its [stats] table, "
+                    "docs/bench.md#growing-a-study)"
                 )
+            if differ:
+                self._rewrite_config(cfg, differ, old)
             return
-        if self.path.exists() and any(self.path.iterdir()):
-            raise ConfigError(
-                f"{self.path} exists and is not a study directory; choose another --out"
-            )
+        try:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise StudyDirError(
+                    f"{self.path} exists and is not a study directory; choose another --out"
+                )
+            import tomli_w
+
+            atomic_write(self.config_path, tomli_w.dumps(cfg))
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+
+    def _rewrite_config(self, cfg: dict[str, Any], differ: list[str], old: dict[str, Any]) -> None:
         import tomli_w
 
-        atomic_write(self.config_path, tomli_w.dumps(cfg))
+        try:
+            atomic_write(self.config_path, tomli_w.dumps(cfg))
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+        added = [s for s in cfg["train"]["seeds"] if s not in old["train"]["seeds"]]
+        grown = f"{len(added)} seed(s) added" if added else "no run added"
+        log.warning("study %s grows: %s; changed: %s", self.path, grown, ", ".join(differ))
 
-    def finished_rows(self) -> dict[str, dict[str, str]]:
-        """Rows of runs that finished. A damaged ``results.csv`` is kept aside as
-        ``results.csv.corrupt-<time>``, with a message; the runs whose rows it lost run again
-        (from their final checkpoint, so without training again)."""
-        rows, problems = check_results(self.results_path)
-        if problems:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            kept = self.results_path.with_name(f"results.csv.corrupt-{stamp}")
-            os.replace(self.results_path, kept)
-            shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
-            log.error(
-                "%s is damaged (%s); kept as %s. %d intact rows are kept; the other runs run "
-                "again and resume from their checkpoints",
-                self.results_path, shown, kept.name, len(rows),
-            )
-        return {r["run_id"]: r for r in rows if r["status"] in FINISHED}
-
-    def lock(self) -> contextlib.AbstractContextManager[bool]:
-        """Held by the one process that drives this study (it alone writes results.csv)."""
-        return exclusive(self.path / ".lock", wait=False)
-
-
-_INT_COLUMNS = ("seed", "epochs", "steps")
-_TEXT_COLUMNS = (
-    "run_id",
-    "status",
-    "task",
-    "dataset",
-    "model",
-    "init",
-    "base",
-    "optimizer",
-    "error",
-)
-
-
-def typed_rows(path: Path) -> list[dict[str, Any]]:
-    """``results.csv`` rows with numbers as numbers and empty cells as ``None``."""
-    out = []
-    for raw in read_results(path):
-        row: dict[str, Any] = {}
-        for key, text in raw.items():
-            if key in _TEXT_COLUMNS:
-                row[key] = text
-            elif text == "":
-                row[key] = None
-            elif key == "head":
-                row[key] = text == "true"
-            elif key in _INT_COLUMNS:
-                row[key] = int(text)
-            else:
-                row[key] = float(text)
-        out.append(row)
-    return out
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[bool]:
+        """Held by the one process that drives this study (it alone writes results.csv).
+        Yields whether this process got it; :class:`StudyDirError` when it cannot be taken
+        (a directory that is not writable)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                mine = stack.enter_context(exclusive(self.path / ".lock", wait=False))
+            except OSError as exc:
+                raise _unwritable(self.path, exc) from None
+            yield mine

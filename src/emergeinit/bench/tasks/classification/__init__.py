@@ -199,8 +199,12 @@ class ClassificationTask(Task):
         from ...data import pool_sizes
 
         seen: set[str] = set()
+        tables: set[int] = set()  # runs of one dataset share their data table: skip by identity
         for run in runs:
             data = run["data"]
+            if id(data) in tables:
+                continue
+            tables.add(id(data))
             key = json.dumps(data, sort_keys=True)
             if key in seen:
                 continue
