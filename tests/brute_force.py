@@ -19,6 +19,8 @@ Spec ops (``nd`` spatial dims follow from the input shape):
     ("flatten",)                            torch.flatten(x, 1)
     ("view",)                               x.view(x.size(0), -1)
     ("gap",)                                x.mean(spatial dims)
+    ("merge_rows",)                         x.flatten(1, -2): (batch, ..., C) -> (batch, P, C)
+    ("mean", dim)                           x.mean(dim) over one dimension (not the batch's)
     ("block", out, stride)                  ResNet basic block: conv3x3(stride)-bn-relu-conv3x3-bn
                                             + shortcut (identity, or conv1x1(stride)-bn) then relu
     ("convT", out, k, stride, pad, opad, dil, g)  nn.ConvTransposeNd (F.conv_transpose* functional)
@@ -52,7 +54,7 @@ from torch import nn
 Spec = list[tuple[Any, ...]]
 WEIGHT_OPS = ("linear", "conv", "convT")
 ROUTE_SKIP = ("bn", "dropout", "identity", "ln", "ln_channels", "scale", "add_saved")
-RESHAPES = ("flatten", "view")
+RESHAPES = ("flatten", "view", "merge_rows")
 ACTIVATIONS = {
     "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
     "leaky": lambda: nn.LeakyReLU(0.1), "silu": nn.SiLU, "hardswish": nn.Hardswish,
@@ -211,6 +213,10 @@ class SpecNet(nn.Module):
             return (shape[0], *[op[1]] * (len(shape) - 1))
         if kind in ("flatten", "view"):
             return (math.prod(shape),)
+        if kind == "merge_rows":
+            return (math.prod(shape[:-1]), shape[-1])
+        if kind == "mean":
+            return tuple(n for axis, n in enumerate(shape) if axis != op[1] - 1)
         if kind == "gap":
             return (shape[0],)
         if kind == "block":
@@ -257,6 +263,10 @@ class SpecNet(nn.Module):
                 x = pool(x, k, s, p, ceil_mode=ceil)
             elif kind == "flatten":
                 x = torch.flatten(x, 1)
+            elif kind == "merge_rows":
+                x = x.flatten(1, -2)
+            elif kind == "mean":
+                x = x.mean(dim=op[1])
             elif kind == "view":
                 x = x.view(x.size(0), -1)
             elif kind == "gap":
@@ -439,6 +449,16 @@ def _apply(
         return state
     if kind in ("flatten", "view"):
         return state if channel else state.reshape(-1)
+    if kind == "merge_rows":  # channels-last rows: channel nodes stay where they are
+        return state if channel else state.reshape(-1, state.shape[-1])
+    if kind == "mean":  # every position along the axis routes into the mean, once
+        if channel:
+            return state
+        moved = np.moveaxis(state, op[1] - 1, 0)
+        out = _new_array(moved.shape[1:])
+        for idx in np.ndindex(*moved.shape[1:]):
+            out[idx] = _merge([moved[(k, *idx)] for k in range(moved.shape[0])])
+        return out
     if kind == "maxpool" or kind == "avgpool":
         if channel:
             return state

@@ -105,6 +105,53 @@ MOBILENET_BLOCK = [
     ("act", "relu6"), ("conv", 4, 1, 1, 0, 1, 1), ("bn",), ("add_saved",), ("adaptive", 1),
     ("flatten",), ("dropout",), ("linear", 3),
 ]  # fmt: skip
+# Counts kept split (one count per position plus masks, docs/measure.md "The two forms"):
+# two ConvNeXt blocks, so the second depthwise convolution sums the masks of the patch conv and
+# of the first block's channels-last Linear (kept split through its permute) ...
+CONVNEXT_TWO_BLOCKS = [
+    ("conv", 4, 2, 2, 0, 1, 1), ("ln_channels",), ("save",), ("conv", 4, 3, 1, 1, 1, 4),
+    ("permute", (0, 2, 3, 1)), ("ln",), ("linear", 8), ("act", "gelu"), ("linear", 4),
+    ("scale",), ("permute", (0, 3, 1, 2)), ("add_saved",), ("save",), ("conv", 4, 3, 1, 1, 1, 4),
+    ("permute", (0, 2, 3, 1)), ("ln",), ("linear", 8), ("act", "gelu"), ("linear", 4),
+    ("scale",), ("permute", (0, 3, 1, 2)), ("add_saved",), ("ln_channels",),
+    ("conv", 6, 2, 1, 0, 1, 1), ("gap",), ("ln",), ("linear", 3),
+]  # fmt: skip
+# ... a strided depthwise convolution as the last layer, after an asymmetric zero padding ...
+DEPTHWISE_LAST = [
+    ("conv", 4, 3, 1, 1, 1, 1), ("act", "relu"), ("pad", (1, 0, 0, 1)), ("conv", 4, 3, 2, 0, 1, 4),
+]  # fmt: skip
+# ... a dilated grouped convolution (2 channels in and out per group) read by a grouped 1x1
+# convolution that needs 2 of its 4 groups' sums ...
+GROUPED_AFTER_DENSE = [
+    ("conv", 8, 3, 1, 1, 1, 1), ("act", "silu"), ("pad", (1, 1, 1, 1)), ("conv", 8, 3, 1, 0, 2, 4),
+    ("act", "relu"), ("conv", 4, 1, 1, 0, 1, 2), ("act", "relu"), ("flatten",), ("linear", 2),
+]  # fmt: skip
+# ... and a channels-last Linear's output used by another Linear (row sums) and, through a
+# residual sum and a permute, by a depthwise convolution (every channel).
+CHANNELS_LAST_FORK = [
+    ("conv", 4, 3, 1, 1, 1, 1), ("act", "relu"), ("permute", (0, 2, 3, 1)), ("linear", 4),
+    ("act", "gelu"), ("save",), ("linear", 4), ("act", "relu"), ("add_saved",),
+    ("permute", (0, 3, 1, 2)), ("conv", 4, 3, 1, 1, 1, 4), ("act", "relu"), ("gap",),
+    ("linear", 2),
+]  # fmt: skip
+# Row sums (a Linear after a Linear on channels-last values) through a mean over one position
+# dimension, a permute that turns them into channel sums, and a reshape of the positions.
+CHANNELS_LAST_ROWS = [
+    ("conv", 4, 3, 1, 1, 1, 1), ("act", "relu"), ("permute", (0, 2, 3, 1)), ("linear", 6),
+    ("act", "gelu"), ("mean", 1), ("linear", 5), ("act", "relu"), ("permute", (0, 2, 1)),
+    ("linear", 3),
+]  # fmt: skip
+CHANNELS_LAST_MERGED = [
+    ("conv", 4, 3, 1, 1, 1, 1), ("act", "relu"), ("permute", (0, 2, 3, 1)), ("linear", 6),
+    ("act", "gelu"), ("merge_rows",), ("linear", 3),
+]  # fmt: skip
+# Split counts with a crop (negative padding) and with padding before a max pool.
+SPLIT_CROP_AND_POOL = [
+    ("conv", 4, 3, 1, 1, 1, 1), ("act", "relu"), ("pad", (-1, 0, 1, -1)),
+    ("conv", 4, 3, 1, 1, 1, 4), ("act", "relu"), ("conv", 4, 1, 1, 0, 1, 1), ("act", "relu"),
+    ("pad", (1, 1, 0, 1)), ("maxpool", 2, 1, 0, 1, False), ("conv", 4, 2, 1, 0, 1, 4),
+    ("act", "relu"), ("flatten",), ("linear", 2),
+]  # fmt: skip
 GROUPED_GELU_LAYERNORM = [
     ("conv", 4, 3, 1, 1, 1, 2), ("ln_channels",), ("act", "gelu_tanh"),
     ("conv", 8, 3, 2, 1, 1, 4), ("ln_channels",), ("act", "gelu"), ("conv", 8, 1, 1, 0, 1, 8),
@@ -145,6 +192,13 @@ FAMILIES: dict[str, tuple[list[tuple[Any, ...]], tuple[int, ...], tuple[bool, ..
     "unet-aligned-nearest": (UNET_NEAREST_ALIGNED, (2, 7, 8), (False, True)),
     "convnext-block": (CONVNEXT_BLOCK, (2, 6, 6), (False, True)),
     "mobilenet-block": (MOBILENET_BLOCK, (2, 5, 5), (False, True)),
+    "convnext-two-blocks": (CONVNEXT_TWO_BLOCKS, (2, 8, 8), (False, True)),
+    "depthwise-last": (DEPTHWISE_LAST, (2, 5, 5), (False, True)),
+    "grouped-after-dense": (GROUPED_AFTER_DENSE, (2, 5, 5), (False, True)),
+    "channels-last-fork": (CHANNELS_LAST_FORK, (2, 4, 4), (False, True)),
+    "channels-last-rows": (CHANNELS_LAST_ROWS, (2, 4, 3), (False,)),
+    "channels-last-merged": (CHANNELS_LAST_MERGED, (2, 3, 4), (False, True)),
+    "split-crop-and-pool": (SPLIT_CROP_AND_POOL, (2, 5, 5), (False, True)),
     "grouped-gelu-layernorm": (GROUPED_GELU_LAYERNORM, (2, 6, 6), (False, True)),
     "transposed-1d": (TRANSPOSED_1D, (2, 5), (False, True)),
     "transposed-3d": (TRANSPOSED_3D, (2, 2, 3, 2), (False, True)),
@@ -247,6 +301,61 @@ def decoder_specs(draw: st.DrawFn) -> tuple[list[tuple[Any, ...]], tuple[int, ..
     return spec, shape
 
 
+@st.composite
+def modern_specs(draw: st.DrawFn) -> tuple[list[tuple[Any, ...]], tuple[int, ...]]:
+    """Dense, depthwise and grouped convolutions, zero padding and cropping, residual sums and
+    channels-last Linear stages in random order: the ways split counts and row sums travel."""
+    channels = draw(st.integers(1, 4))
+    size = draw(st.integers(3, 6))
+    shape = (channels, size, size)
+    sizes = [size, size]
+    spec: list[tuple[Any, ...]] = []
+    acts = ["relu", "gelu", "silu", "relu6", "hardswish"]
+
+    def act() -> tuple[Any, ...]:
+        return ("act", draw(st.sampled_from(acts)))
+
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["dense", "depthwise", "grouped", "residual", "rows", "pad"]))
+        if kind in ("dense", "depthwise", "grouped"):
+            divisors = [g for g in range(1, channels + 1) if channels % g == 0]
+            fixed = {"dense": 1, "depthwise": channels}.get(kind)
+            groups = fixed or draw(st.sampled_from(divisors))
+            out = groups * draw(st.integers(1, max(1, 6 // groups)))
+            k, s, d = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(1, 2))
+            p = draw(st.integers(0, (d * (k - 1)) // 2 + 1))
+            new = [conv_size(n, k, s, p, d) for n in sizes]
+            if min(new) < 1:
+                continue
+            spec += [("conv", out, k, s, p, d, groups), act()]
+            channels, sizes = out, new
+        elif kind == "residual":  # a same-size branch added back: its masks join the sum's
+            k = draw(st.sampled_from([1, 3]))
+            groups = draw(st.sampled_from([1, channels]))
+            spec += [("save",), ("conv", channels, k, 1, k // 2, 1, groups), act(), ("add_saved",)]
+        elif kind == "rows":  # channels-last Linears, then back to channels first
+            width = draw(st.integers(1, 5))
+            spec += [("permute", (0, 2, 3, 1)), ("linear", width), act()]
+            if draw(st.booleans()):
+                width = draw(st.integers(1, 4))
+                spec += [("linear", width), act()]
+            spec.append(("permute", (0, 3, 1, 2)))
+            channels = width
+        else:  # F.pad order: the last dimension (width) first; negative amounts crop
+            pads = tuple(draw(st.integers(-1, 2)) for _ in range(4))
+            new = [sizes[0] + pads[2] + pads[3], sizes[1] + pads[0] + pads[1]]
+            if min(new) < 1:
+                continue
+            spec.append(("pad", pads))
+            sizes = new
+    tail = draw(st.sampled_from(["gap", "flatten", "depthwise"]))
+    if tail == "depthwise":
+        spec.append(("conv", channels, 1, 1, 0, 1, channels))
+    else:
+        spec += [(tail,), ("linear", draw(st.integers(1, 3)))]
+    return spec, shape
+
+
 def build(spec: list[tuple[Any, ...]], shape: tuple[int, ...], functional: bool) -> SpecNet:
     net = SpecNet(spec, shape, functional)
     with torch.no_grad():
@@ -282,6 +391,29 @@ def test_many_random_decoders_equal_explicit_graph(
     case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int, functional: bool
 ) -> None:
     random_decoder_equals_explicit_graph(case, seed, functional)
+
+
+@settings(BASE, max_examples=15)
+@given(modern_specs(), st.integers(0, 2**16))
+def test_random_modern_cnns_equal_explicit_graph(
+    case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int
+) -> None:
+    spec, shape = case
+    torch.manual_seed(seed)
+    net = build(spec, shape, False).eval()
+    check(net, shape, torch.randn(3, *shape), capture="fx")
+
+
+@pytest.mark.slow
+@settings(BASE, max_examples=150)
+@given(modern_specs(), st.integers(0, 2**16), st.booleans())
+def test_many_random_modern_cnns_equal_explicit_graph(
+    case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int, functional: bool
+) -> None:
+    spec, shape = case
+    torch.manual_seed(seed)
+    net = build(spec, shape, functional).eval()
+    check(net, shape, torch.randn(3, *shape), capture="fx")
 
 
 @pytest.mark.slow

@@ -204,14 +204,17 @@ _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[Any, An
 
 
 def fingerprint(model: nn.Module) -> tuple[Any, ...]:
-    """What a captured graph depends on: modules, their types and modes, parameter identity."""
-    named = model.named_modules(remove_duplicate=False)
-    modules = tuple((name, id(m), type(m), m.training) for name, m in named)
-    tensors = tuple(
-        (name, id(t))
-        for name, t in (*model.named_parameters(), *model.named_buffers())
-    )
-    return modules, tensors
+    """What a captured graph depends on: modules, their types and modes, parameter identity.
+
+    One walk over the modules, reading each one's own parameters and buffers (the measure
+    runs this on every call: ``named_parameters()`` would walk the modules again)."""
+    modules = []
+    tensors = []
+    for name, module in model.named_modules(remove_duplicate=False):
+        modules.append((name, id(module), type(module), module.training))
+        tensors += [(name, key, id(t)) for key, t in module._parameters.items()]
+        tensors += [(name, key, id(t)) for key, t in module._buffers.items()]
+    return tuple(modules), tuple(tensors)
 
 
 def model_cache(model: nn.Module) -> dict[Any, Any]:
@@ -233,6 +236,8 @@ def remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
 def check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not any(t is not None and t.is_meta for t in own_tensors(model)):
+        return model
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         if tensor.is_meta:
             raise MetaTensorError(
@@ -240,6 +245,17 @@ def check_model(model: object) -> nn.Module:
                 "Materialise it first, e.g. model.to_empty(device='cpu') and an initialization."
             )
     return model
+
+
+def own_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every parameter and buffer of ``model``, in one walk over its modules (a tensor shared
+    by several modules appears once per module)."""
+    return [
+        t
+        for module in model.modules()
+        for t in (*module._parameters.values(), *module._buffers.values())
+        if t is not None
+    ]
 
 
 def check_forward(model: nn.Module, inputs: ModelInputs) -> None:
@@ -285,6 +301,7 @@ __all__ = [
     "check_model",
     "model_cache",
     "model_inputs",
+    "own_tensors",
     "remember",
     "trace_export",
     "trace_fx",

@@ -18,11 +18,23 @@ routing op is channel-wise linear, so a value's counts are only ever needed summ
 channel groups of the layers that consume it. Each value therefore carries its counts summed over
 ``K`` contiguous channel groups (its *demand*: ``K = groups`` of the consuming convolution, 1 for
 a Linear after flatten, the least common multiple when several consumers differ, all channels
-when an op needs them). A layer's output in that form needs only, per group, how many of its
-neurons are active: one integer reduction of the activity mask, no per-channel float tensor.
+when an op needs them). A Linear on channels-last values sums each row of features, so its input
+carries row sums (``_ROWS``), followed back through permutes to the channel sums of the
+convolution before them (ConvNeXt). A layer's output in that form needs only, per group, how many
+of its neurons are active: one reduction of the activity mask, no per-channel float tensor.
 
-Counts are float64, rescaled after every layer by their per-sample maximum with the scale kept as
-a log, so depth and width never overflow.
+Where every channel is needed (a depthwise convolution), the counts of a dense layer's output are
+kept *split* (form ``cross``): ``q_c(u) = U(u) + start * [u_c inactive]``, the same count ``U``
+for every channel of a position plus an integer mask. Identities, spatial padding, permutes and
+residual additions keep the split (an addition keeps the masks of both operands as separate
+terms; padding stays pending, an offset of the windows); a convolution then sums ``U`` over its
+windows once per position and each mask over its windows in float32. Those are exact: the masks
+hold 0 / 1, their window sums and the products with counts of active neurons are integers below
+2**24, which float32 holds exactly, summed per sample in float64; and the float64 parts only ever
+add positive numbers.
+
+Counts are float64, rescaled after every layer by (an upper bound of) their per-sample maximum
+with the scale kept as a log, so depth and width never overflow.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +54,29 @@ from .structure import Probe, Step, Structure
 
 _ADAPTIVE_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 _FULL = 0  # demand: every channel separately
+_ROWS = -1  # demand: the sum over the last dimension (a Linear on channels-last values)
+_MAX_TERMS = 8  # split counts with more masks than this are made dense
+_EXACT = 2**24  # float32 holds every integer below this exactly
+
+
+class Term(NamedTuple):
+    """``c * mask`` (``c`` per sample) of split counts; ``pad``: zero padding (``F.pad`` order,
+    never negative) still to apply to the mask, left for a convolution to fold in."""
+
+    c: torch.Tensor
+    mask: torch.Tensor
+    pad: tuple[int, ...] = ()
+
+    def padded(self) -> torch.Tensor:
+        return _pad_mask(self.mask, self.pad) if any(self.pad) else self.mask
+
+    def then_pad(self, pad: list[int]) -> Term:
+        if min(pad, default=0) < 0:  # a crop: apply what is pending first
+            return Term(self.c, _pad_mask(self.padded(), pad))
+        merged = [*self.pad, *[0] * (len(pad) - len(self.pad))]
+        for i, amount in enumerate(pad):
+            merged[i] += amount
+        return Term(self.c, self.mask, tuple(merged))
 
 
 @dataclass
@@ -49,15 +84,20 @@ class Counts:
     """Path counts ``t * exp(s)`` (``s`` per sample) of one value of the network.
 
     Neuron granularity: ``t`` is the value's shape with dimension 1 summed into ``t.shape[1]``
-    contiguous groups. Channel granularity: ``t`` is ``(nb, C)``; ``flat`` marks a value
-    flattened from ``(B, C, positions...)``, ``axis`` where the channels are (1, or the last
-    dimension after a permute to channels-last).
+    contiguous groups (or, for ``_ROWS``, the last dimension summed). Split (``uniform``): the
+    counts are ``t + sum of c * n over terms``, with ``t`` of size 1 along the channel ``axis``
+    (the same for every channel) and each ``n`` a boolean mask of the value's shape, ``c`` per
+    sample. Channel granularity: ``t`` is ``(nb, C)``; ``flat`` marks a value flattened from
+    ``(B, C, positions...)``, ``axis`` where the channels are (1, or the last dimension after a
+    permute to channels-last).
     """
 
     t: torch.Tensor
     s: torch.Tensor
     flat: bool = False
     axis: int = 1
+    uniform: bool = False
+    terms: tuple[Term, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +141,21 @@ class Counter:
         self.node_counts: dict[str, int] = {}
         self.needed = [s for s in structure.steps if s.kind == "weight" or s.feeds_weight]
         self.layer_of = {i: self._layer(structure.steps[i]) for i in structure.layers}
-        self.demand = {} if channel else self._demands()
+        # The demands depend only on the shapes, the layers and the arguments seen by the
+        # probe: kept with the structure (a training loop measures the same shapes again).
+        key = ("counter", tuple(self.shapes), channel, repr(probe.dynamic),
+               tuple(self.layer_of.items()))  # fmt: skip
+        cached = structure.memo.get(key)
+        if cached is None:
+            demand = {} if channel else self._demands()
+            moved = {step.index for step in self.needed if self._moves_batch(step)}
+            cached = (demand, moved)
+            stale = [k for k in structure.memo if isinstance(k, tuple) and k[0] == "counter"]
+            for old in stale[: max(0, len(stale) - 3)]:
+                del structure.memo[old]
+            structure.memo[key] = cached
+        self.demand: dict[int, int] = cached[0]
+        self.moves_batch: set[int] = cached[1]
 
     def run(self) -> torch.Tensor:
         uses = {s.index: 0 for s in self.needed}
@@ -111,7 +165,8 @@ class Counter:
         values: dict[int, Counts] = {}
         log_e = torch.full((self.nb,), -math.inf, dtype=torch.float64, device=self.device)
         for step in self.needed:
-            self._check_batch(step)
+            if step.index in self.moves_batch:
+                raise self._error(step, "it changes the batch dimension")
             sources = [values[i] for i in step.sources]
             contribution = None
             if step.kind == "input":
@@ -137,14 +192,19 @@ class Counter:
     # -- demands (neuron granularity) ----------------------------------------------------------
 
     def _demands(self) -> dict[int, int]:
-        """Per value, how many contiguous channel groups its consumers need (``_FULL``: all)."""
+        """Per value, how many contiguous channel groups its consumers need (``_FULL``: all,
+        ``_ROWS``: sums over the last dimension)."""
         demand: dict[int, int] = {}
         for step in reversed(self.needed):
             own = demand.get(step.index)
             for src in step.sources:
                 need = self._requirement(step, own, src)
+                if need == _ROWS and len(self.shapes[src]) == 2:
+                    need = 1  # the sum of a row of (batch, features) is one group
                 if src in demand and need != demand[src]:
-                    need = _FULL if _FULL in (need, demand[src]) else math.lcm(need, demand[src])
+                    other = demand[src]
+                    exotic = {_FULL, _ROWS} & {need, other}
+                    need = _FULL if exotic else math.lcm(need, other)
                 demand[src] = need
         return demand
 
@@ -153,7 +213,7 @@ class Counter:
         out_shape = self.shapes[step.index]
         if len(in_shape) < 2 or len(out_shape) < 2:
             return _FULL
-        if step.kind == "cat" and own not in (None, _FULL):
+        if step.kind == "cat" and own not in (None, _FULL, _ROWS):
             # Along channels, operands whose channels fill whole consumer groups carry just
             # those groups' sums (one consumer group: each operand's total).
             width = out_shape[1] // own
@@ -164,14 +224,30 @@ class Counter:
         if step.kind == "weight":
             layer = self.layer_of[step.index]
             if layer.op == "linear":
-                return 1 if len(in_shape) == 2 else _FULL
+                return 1 if len(in_shape) == 2 else _ROWS  # every feature of a row, summed
             return layer.groups
         if own is None or own == _FULL:
             return _FULL
-        if step.kind in ("identity", "nonlin", "add", "pool", "adaptive", "upsample"):
+        last = len(in_shape) - 1
+        if step.kind in ("identity", "nonlin", "add"):
+            return own
+        if own == _ROWS:
+            if step.kind == "permute":
+                # The output's last dimension is the input's perm[-1]: its channels (one group)
+                # or its own last dimension.
+                moved = self._perm(step, len(in_shape))[-1]
+                return 1 if moved == 1 else _ROWS if moved == last else _FULL
+            if step.kind == "reshape" and len(out_shape) > 2 and out_shape[-1] == in_shape[-1]:
+                return _ROWS  # rows are kept whole (row-major)
+            if step.kind == "reduce" and last not in self._reduce_dims(step, len(in_shape)):
+                return _ROWS
+            return _FULL
+        if step.kind in ("pool", "adaptive", "upsample"):
             return own
         if step.kind == "permute":
             perm = self._perm(step, len(in_shape))
+            if own == 1 and perm[1] == last:
+                return _ROWS  # the channels summed are the input's last dimension
             return own if perm[:2] == [0, 1] else _FULL
         if step.kind == "pad":
             return own if len(self._pad(step)) <= 2 * (len(in_shape) - 2) else _FULL
@@ -184,13 +260,43 @@ class Counter:
                 return 1  # flattened for a Linear, which sums everything anyway
         return _FULL
 
-    def _size(self, index: int) -> int:
-        """The number of groups the value of step ``index`` carries."""
+    def _need(self, index: int) -> int:
+        """The form the value of step ``index`` is carried in: a number of groups of dimension
+        1, ``_FULL`` or ``_ROWS`` (the same as one group for a value of two dimensions)."""
         shape = self.shapes[index]
-        if len(shape) < 2:
-            return 0
         need = self.demand.get(index, _FULL)
-        return shape[1] if need == _FULL else need
+        if len(shape) < 2 or need == shape[1]:
+            return _FULL  # as many groups as channels: every channel
+        return 1 if need == _ROWS and len(shape) == 2 else need
+
+    def _split(self, index: int) -> bool:
+        """Whether a dense layer's output at ``index`` is kept split (see the module doc)."""
+        return self.cross and not self.channel and self._need(index) == _FULL
+
+    def _dense(self, src: Counts, index: int, need: int) -> torch.Tensor:
+        """The counts of the value of step ``index`` as one float64 tensor in form ``need``
+        (which the value's own form can give: the same, or ``_FULL``)."""
+        if not src.uniform:
+            return _carry(src.t, need)
+        shape = self.shapes[index]
+        nd = len(shape)
+        per = shape[src.axis]
+        if need not in (_FULL, _ROWS) and src.axis == 1:
+            t = src.t * (per // need)  # each group holds per // need channels of the same count
+            for term in src.terms:
+                n = _coarsen(term.padded(), need)
+                t = t + _per_sample(term.c, nd) * _as(n, torch.float64)
+            return t.expand(self.nb, need, *shape[2:]) if t.shape[1] != need else t
+        if need == _ROWS and src.axis == nd - 1:
+            t = src.t * per
+            for term in src.terms:
+                n = term.padded().sum(dim=-1, keepdim=True)
+                t = t + _per_sample(term.c, nd) * _as(n, torch.float64)
+            return t
+        full = src.t.expand(self.nb, *shape[1:])
+        for term in src.terms:
+            full = full + _per_sample(term.c, nd) * _as(term.padded(), torch.float64)
+        return _carry(full.contiguous(), need)
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -203,8 +309,18 @@ class Counter:
             t = self._zeros(self.nb, nodes)
         else:
             nodes = math.prod(shape[1:])
-            groups = self._size(step.index)
-            t = self._zeros(self.nb, *([groups] if groups else []), *shape[2:])
+            need = self._need(step.index)
+            if len(shape) < 2:
+                t = self._zeros(self.nb)
+            elif need == _ROWS:
+                t = self._zeros(self.nb, *shape[1:-1], 1)
+            elif self._split(step.index):
+                t = self._zeros(self.nb, 1, *shape[2:])  # every channel the same (zero)
+                self.node_counts[step.name] = nodes
+                self.active_fraction[step.name] = 1.0
+                return Counts(t, self._zeros(self.nb), uniform=True)
+            else:
+                t = self._zeros(self.nb, shape[1] if need == _FULL else need, *shape[2:])
         self.node_counts[step.name] = nodes
         self.active_fraction[step.name] = 1.0
         # Inputs are active and have no predecessors: no counted path ends or starts there.
@@ -217,11 +333,16 @@ class Counter:
         self.node_counts[step.name] = math.prod(out_shape[1:])
         if layer.op == "linear" and len(in_shape) != 2:
             return self._linear_full(step, src)
+        if src.uniform and layer.op == "conv" and layer.groups > 1:
+            done = self._conv_split(step, layer, src)
+            if done is not None:
+                return done
         if layer.op == "linear":
-            raw = src.t.sum(dim=1, keepdim=True)  # every input feeds every output once
+            raw = self._dense(src, step.sources[0], 1)  # every input feeds every output once
             groups = 1
         else:
-            raw = self._kernel_sum(step, layer, src.t, in_shape, out_shape)
+            summed = self._dense(src, step.sources[0], layer.groups)  # only group sums matter
+            raw = self._kernel_sum(step, layer, summed, in_shape, out_shape)
             groups = layer.groups
         # ``raw`` holds F per group and position at scale exp(src.s); below, the new scale
         # s = src.s + log(peak) is applied where the output is formed (no extra pass).
@@ -233,26 +354,34 @@ class Counter:
         peak = raw.amax(dim=dims)
         peak = torch.where(peak > 0, peak, torch.ones_like(peak))
         s = src.s + peak.log()
+        mask = self._mask(step)
+        nb, spatial = mask.shape[0], mask.shape[2:]
+        inv = _per_sample(1.0 / peak, raw.dim())
+        start = _per_sample(torch.exp(-s), raw.dim())  # the length-0 path from inactive u
+
+        if groups == 1 and self._split(step.index):
+            # Every channel of a position has the same F: keep it once, with the mask of the
+            # inactive neurons as the only per-channel part (module doc, "split").
+            active = _count(mask, 1)
+            self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+            active = active.to(torch.float64)
+            contribution = src.s + (raw * active).sum(dim=dims).log()
+            terms = (Term(start.reshape(-1), torch.logical_not(mask)),)
+            return Counts(raw * inv, s, uniform=True, terms=terms), contribution
 
         # Per group of the finest partition both the layer (groups) and its consumers (demand)
         # need: each part's count of active neurons is all the activity mask is needed for.
-        demand = self._size(step.index)
+        need = self._need(step.index)
+        demand = channels if need in (_FULL, _ROWS) else need
         parts = math.lcm(groups, demand)
         size = channels // parts
-        mask = self._mask(step)
-        nb, spatial = mask.shape[0], mask.shape[2:]
-        if size == 1:
-            active = mask.to(torch.float64)
-        else:  # an integer count first: summing booleans into float64 is several times slower
-            active = mask.reshape(nb, parts, size, *spatial).sum(dim=2, dtype=torch.int32)
-            active = active.to(torch.float64)
+        active = _as(_coarsen(mask, parts), torch.float64)  # active neurons per part
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
         reached = by_group * active.reshape(nb, groups, parts // groups, *spatial)
         contribution = src.s + reached.sum(dim=tuple(range(1, reached.dim()))).log()
 
         # The counts leave summed over the consumers' groups (demand), at the new scale.
-        inv = _per_sample(1.0 / peak, raw.dim() + 1)
-        start = _per_sample(torch.exp(-s), raw.dim())  # the length-0 path from inactive u
+        inv = inv.unsqueeze(2)
         if demand == parts:
             self.active_fraction[step.name] = float(active.sum()) / mask.numel()
             base = torch.addcmul(start * size, active, start, value=-1).reshape(reached.shape)
@@ -260,7 +389,7 @@ class Counter:
                 q = torch.addcmul(base, by_group, inv * size)
             else:
                 q = torch.addcmul(base, reached, inv)
-            return Counts(q.reshape(nb, parts, *spatial), s), contribution
+            return Counts(_carry(q.reshape(nb, parts, *spatial), need), s), contribution
         active_d = _coarsen(active, demand)
         self.active_fraction[step.name] = float(active_d.sum()) / mask.numel()
         base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
@@ -270,16 +399,97 @@ class Counter:
             summed = _coarsen(reached.reshape(nb, parts, *spatial), demand)
         return Counts(torch.addcmul(base, summed, inv.squeeze(2)), s), contribution
 
+    def _conv_split(
+        self, step: Step, layer: Layer, src: Counts
+    ) -> tuple[Counts | None, torch.Tensor] | None:
+        """A grouped convolution on split counts (form cross), when its consumers need whole
+        groups: ``F_g = P * W(U) + sum over terms of c * W(n_g)`` with ``W`` the window sum,
+        ``P`` input channels per group and ``n_g`` a mask summed over group ``g``.
+
+        The float64 part is one channel; each mask is window-summed once, in float32 (exact).
+        None where this does not apply (the caller makes the counts dense)."""
+        out_shape = self.shapes[step.index]
+        in_shape = self.shapes[step.sources[0]]
+        nd = len(layer.kernel)
+        last = step.index in self.structure.last
+        need = 1 if last else self._need(step.index)
+        groups = layer.groups
+        per_in, per_out = in_shape[1] // groups, out_shape[1] // groups
+        taps = math.prod(layer.kernel)
+        if (
+            src.axis != 1
+            or need in (_FULL, _ROWS)
+            or groups % need
+            or len(in_shape) != nd + 2
+            or len(out_shape) != nd + 2
+            or per_in * per_out * taps >= _EXACT
+        ):
+            return None
+        window = self._kernel_sum(step, layer, src.t, in_shape, out_shape) * per_in
+        # Padding commutes with summing channels: the mask's pending padding joins the layer's.
+        sums = [(term.c, self._mask_window(step, layer, _coarsen(term.mask, groups), term.pad))
+                for term in src.terms]  # fmt: skip
+        bound = per_in * taps  # the largest value a window sum of a mask can take
+        dims = tuple(range(1, nd + 2))
+        if last:
+            self.active_fraction[step.name] = 1.0
+            total = window.sum(dim=dims) * groups
+            for c, w in sums:
+                total = total + c * _exact_sum(w, bound)
+            return None, src.s + (total * per_out).log()
+        # An upper bound of the largest F (exact maximum not needed: any positive scale is).
+        peak = window.amax(dim=dims)
+        for c, w in sums:
+            peak = peak + c * w.amax(dim=dims).to(torch.float64)
+        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        s = src.s + peak.log()
+        mask = self._mask(step)
+        active_g = _coarsen(mask, groups)  # active outputs per group (at most per_out)
+        active = _count(active_g, 1) if per_out == 1 else active_g.sum(dim=1, keepdim=True)
+        self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+        active = active.to(torch.float64)
+        # Leaving: per consumer group d, Q * (sum of F_g over the groups in d) * exp(-s) plus
+        # exp(-s) per inactive output.
+        summed = window * (groups // need)
+        for c, w in sums:
+            summed = summed + _per_sample(c, nd + 2) * _coarsen(w, need).to(torch.float64)
+        reached = (window * active).sum(dim=dims)
+        if sums:
+            active_f = _as(active_g, torch.float32)
+        for c, w in sums:  # integer products and sums: exact
+            reached = reached + c * _exact_sum(w.mul_(active_f), bound * per_out)
+        contribution = src.s + reached.log()
+        inv = _per_sample(per_out / peak, nd + 2)
+        start = _per_sample(torch.exp(-s), nd + 2)
+        active_d = active if need == 1 else _coarsen(active_g, need)
+        inactive = torch.rsub(_as(active_d, torch.float64), out_shape[1] // need)
+        return Counts(torch.addcmul(summed * inv, inactive, start), s), contribution
+
+    def _mask_window(
+        self, step: Step, layer: Layer, n: torch.Tensor, pending: tuple[int, ...]
+    ) -> torch.Tensor:
+        """Per channel of ``n`` (a mask, or small integer counts) zero-padded by ``pending``
+        (``F.pad`` order), the sum over the layer's window: float32 additions of integers below
+        2**24, exact. Padding is only an offset here (positions outside add nothing); a float32
+        convolution would round nothing either, but oneDNN's depthwise kernel copies its input
+        into a blocked layout first, several times slower than these additions on CPU."""
+        nd = len(layer.kernel)
+        left = [pair[0] for pair in _pad_pairs(layer)]
+        for i in range(len(pending) // 2):  # F.pad lists the last dimension first
+            left[nd - 1 - i] += pending[2 * i]
+        out_size = self.shapes[step.index][2:]
+        return _window_sum(_as(n, torch.float32), layer.kernel, layer.stride, left,
+                           layer.dilation, out_size)  # fmt: skip
+
     def _kernel_sum(
-        self, step: Step, layer: Layer, t: torch.Tensor, in_shape: tuple[int, ...],
+        self, step: Step, layer: Layer, summed: torch.Tensor, in_shape: tuple[int, ...],
         out_shape: tuple[int, ...],
     ) -> torch.Tensor:  # fmt: skip
-        """Per group and output position, the sum of counts over the kernel's support."""
+        """Per group (of ``summed``, already summed over groups) and output position, the sum
+        of counts over the kernel's support."""
         nd = len(layer.kernel)
         if len(in_shape) != nd + 2 or len(out_shape) != nd + 2:
             raise self._error(step, "an unbatched convolution input")
-        groups = layer.groups
-        summed = _coarsen(t, groups)  # all-ones kernel: only group sums matter
         if layer.op == "conv":
             left = [pair[0] for pair in _pad_pairs(layer)]
             fg = _window_sum(summed, layer.kernel, layer.stride, left, layer.dilation,
@@ -304,24 +514,36 @@ class Counter:
     def _linear_full(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
         """A Linear on (batch, ..., features): rows of positions, each a dense layer."""
         out_shape = self.shapes[step.index]
-        raw = src.t.sum(dim=-1, keepdim=True)  # per row, the count reaching each output
+        raw = self._dense(src, step.sources[0], _ROWS)  # per row, the count reaching each output
         dims = tuple(range(1, raw.dim()))
+        width = out_shape[-1]
         if step.index in self.structure.last:
             self.active_fraction[step.name] = 1.0
-            return None, src.s + (raw.sum(dim=dims) * out_shape[-1]).log()
+            return None, src.s + (raw.sum(dim=dims) * width).log()
         peak = raw.amax(dim=dims)
         peak = torch.where(peak > 0, peak, torch.ones_like(peak))
         s = src.s + peak.log()
         mask = self._mask(step).reshape(-1, *out_shape[1:])
-        per_row = mask.sum(dim=-1, keepdim=True, dtype=torch.int32)
+        per_row = _count(mask, -1)
         self.active_fraction[step.name] = float(per_row.sum()) / mask.numel()
-        contribution = src.s + (raw * per_row.to(torch.float64)).sum(dim=dims).log()
-        active = mask.to(torch.float64)
+        per_row = per_row.to(torch.float64)
+        contribution = src.s + (raw * per_row).sum(dim=dims).log()
         start = _per_sample(torch.exp(-s), raw.dim())
         scaled = raw * _per_sample(1.0 / peak, raw.dim())
+        need = self._need(step.index)
+        if need == _ROWS:  # summed over the row again (another Linear): no per-feature tensor
+            inactive = torch.rsub(per_row, width)
+            if self.cross:
+                return Counts(torch.addcmul(scaled * width, inactive, start), s), contribution
+            return Counts(torch.addcmul(inactive * start, scaled, per_row), s), contribution
+        if self._split(step.index):
+            split = Counts(scaled, s, axis=len(out_shape) - 1, uniform=True,
+                           terms=(Term(start.reshape(-1), torch.logical_not(mask)),))  # fmt: skip
+            return split, contribution
+        active = _as(mask, torch.float64)
         base = torch.addcmul(start, active, start, value=-1)  # the inactive outputs' own path
         q = base.add_(scaled) if self.cross else base.addcmul_(active, scaled)
-        return Counts(_coarsen(q, self._size(step.index)), s), contribution
+        return Counts(_carry(q, need), s), contribution
 
     def _layer_channel(self, step: Step, src: Counts) -> tuple[Counts | None, torch.Tensor]:
         layer = self.layer_of[step.index]
@@ -365,19 +587,30 @@ class Counter:
         kind = step.kind
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
-        own = self._size(step.index)
+        own = self._need(step.index)
+        if any(src.uniform for src in sources):
+            kept = self._route_split(step, sources, own)
+            if kept is not None:
+                return kept
+            # Any other op sees dense counts: in the step's own form where the op keeps the
+            # channels where they are (it would only sum them), else every channel.
+            form = own if kind in ("identity", "nonlin", "add") else _FULL
+            sources = [
+                Counts(self._dense(src, i, form), src.s) if src.uniform else src
+                for src, i in zip(sources, step.sources)
+            ]
         src = sources[0]
         if kind in ("identity", "nonlin"):
             if out_shape != in_shape:
                 raise self._error(step, f"it broadcasts {in_shape} to {out_shape}")
-            return Counts(_coarsen(src.t, own), src.s)
+            return Counts(_carry(src.t, own), src.s)
         if kind == "add":
             if any(self.shapes[i] != out_shape for i in step.sources):
                 raise self._error(step, "its operands have different shapes (broadcasting)")
             s, ts = _align(sources)
-            total = _coarsen(ts[0], own)
+            total = _carry(ts[0], own)
             for t in ts[1:]:
-                total = total + _coarsen(t, own)
+                total = total + _carry(t, own)
             return Counts(total, s)
         if kind == "cat":
             dim = _normal_dim(self.params(step).get("dim", 0), len(out_shape))
@@ -385,46 +618,52 @@ class Counter:
                 raise self._error(step, f"concatenation along dimension {dim}")
             s, ts = _align(sources)
             channels = [self.shapes[i][1] for i in step.sources]
-            width = out_shape[1] // own
             if dim == 1 and own == 1:  # one consumer group: the operands' totals add
                 return Counts(sum((_coarsen(t, 1) for t in ts[1:]), _coarsen(ts[0], 1)), s)
-            if dim == 1 and all(c % width == 0 for c in channels):
+            if dim == 1 and own > 0 and all(c % (out_shape[1] // own) == 0 for c in channels):
+                width = out_shape[1] // own
                 parts = [_coarsen(t, c // width) for t, c in zip(ts, channels)]
                 return Counts(torch.cat(parts, dim=1), s)
-            return Counts(_coarsen(torch.cat(ts, dim=dim), own), s)
+            return Counts(_carry(torch.cat(ts, dim=dim), own), s)
+        # Below, ops that move positions: they see the groups the step carries, or every
+        # channel when it carries row sums (then the last dimension is one they move).
         if kind == "pool":
             pool = self._pool(step)
             if len(in_shape) != pool["nd"] + 2:
                 raise self._error(step, "unbatched pooling input")
-            t = _window_sum(_coarsen(src.t, own), pool["kernel"], pool["stride"], pool["padding"],
+            t = _window_sum(src.t, pool["kernel"], pool["stride"], pool["padding"],
                             pool["dilation"], out_shape[2:])  # fmt: skip
-            return Counts(t, src.s)
+            return Counts(_carry(t, own), src.s)
         if kind == "adaptive":
             nd = len(out_shape) - 2
             if len(in_shape) != nd + 2 or nd not in _ADAPTIVE_AVG:
                 raise self._error(step, "unbatched adaptive pooling input")
-            return Counts(_adaptive_sum(_coarsen(src.t, own), tuple(out_shape[2:])), src.s)
+            return Counts(_carry(_adaptive_sum(src.t, tuple(out_shape[2:])), own), src.s)
         if kind == "reduce":
             dims = self._reduce_dims(step, len(in_shape))
             if 0 in dims:
                 raise self._error(step, "a reduction over the batch dimension")
             keep = bool(self.params(step).get("keepdim", False))
-            t = src.t.sum(dim=dims, keepdim=keep)
-            return Counts(t if 1 not in dims else _coarsen(t, own), src.s)
+            return Counts(_carry(src.t.sum(dim=dims, keepdim=keep), own), src.s)
         if kind == "reshape":
             if out_shape[0] != in_shape[0] or math.prod(out_shape) != math.prod(in_shape):
                 raise self._error(step, "it changes the batch or the number of elements")
             t = src.t
-            if len(out_shape) >= 2 and len(in_shape) >= 2 and out_shape[1] == in_shape[1]:
-                return Counts(_coarsen(t, own).reshape(self.nb, own, *out_shape[2:]), src.s)
+            rows = own == _ROWS and len(out_shape) > 2 and out_shape[-1] == in_shape[-1]
+            if rows and self._need(step.sources[0]) != _FULL:
+                return Counts(t.reshape(self.nb, *out_shape[1:-1], 1), src.s)  # rows move whole
+            if own != _ROWS and len(out_shape) >= 2 and len(in_shape) >= 2 \
+                    and out_shape[1] == in_shape[1]:  # fmt: skip
+                groups = out_shape[1] if own == _FULL else own
+                return Counts(_carry(t, own).reshape(self.nb, groups, *out_shape[2:]), src.s)
             if t.shape[1:2] == (1,) and own == 1 and len(out_shape) == 2:
                 return Counts(t.reshape(self.nb, -1).sum(dim=1, keepdim=True), src.s)
-            return Counts(_coarsen(t.reshape(self.nb, *out_shape[1:]), own), src.s)
+            return Counts(_carry(t.reshape(self.nb, *out_shape[1:]), own), src.s)
         if kind == "permute":
             perm = self._perm(step, len(in_shape))
             if perm[0] != 0:
                 raise self._error(step, "it moves the batch dimension")
-            return Counts(_coarsen(src.t.permute(perm), own), src.s)
+            return Counts(_carry(src.t.permute(perm), own), src.s)
         if kind == "pad":
             pad = self._pad(step)
             if len(pad) > 2 * (len(in_shape) - 1):
@@ -432,7 +671,7 @@ class Counter:
             t = F.pad(src.t, pad, value=0.0)  # padded positions are constants: no paths
             if tuple(t.shape[2:]) != tuple(out_shape[2:]):
                 raise self._error(step, "its output size could not be reproduced")
-            return Counts(_coarsen(t, own), src.s)
+            return Counts(_carry(t, own), src.s)
         if kind == "upsample":
             t = src.t
             for axis, index in enumerate(self._upsample_support(step, in_shape, out_shape)):
@@ -442,8 +681,53 @@ class Counter:
                 t = padded.index_select(dim, index[0])
                 for row in index[1:]:
                     t = t + padded.index_select(dim, row)
-            return Counts(_coarsen(t, own), src.s)
+            return Counts(_carry(t, own), src.s)
         raise self._error(step, f"cannot route paths through a {kind} step")
+
+    def _route_split(self, step: Step, sources: list[Counts], own: int) -> Counts | None:
+        """Split counts through identities, spatial padding, permutes and additions (each a
+        linear map applied to the uniform part and to every mask); None: make them dense."""
+        if own != _FULL:
+            return None
+        kind = step.kind
+        out_shape = self.shapes[step.index]
+        in_shape = self.shapes[step.sources[0]]
+        src = sources[0]
+        if kind in ("identity", "nonlin") and out_shape == in_shape:
+            return src
+        if kind == "pad" and src.axis == 1 and len(self._pad(step)) <= 2 * (len(in_shape) - 2):
+            pad = self._pad(step)
+            t = F.pad(src.t, pad, value=0.0)
+            if tuple(t.shape[2:]) != tuple(out_shape[2:]):
+                raise self._error(step, "its output size could not be reproduced")
+            terms = tuple(term.then_pad(pad) for term in src.terms)
+            return Counts(t, src.s, uniform=True, terms=terms)
+        if kind == "permute":
+            perm = self._perm(step, len(in_shape))
+            if perm[0] != 0:
+                return None
+            terms = tuple(Term(term.c, term.padded().permute(perm)) for term in src.terms)
+            return Counts(src.t.permute(perm), src.s, axis=perm.index(src.axis), uniform=True,
+                          terms=terms)  # fmt: skip
+        if (
+            kind == "add"
+            and all(x.uniform and x.axis == src.axis for x in sources)
+            and all(self.shapes[i] == out_shape for i in step.sources)
+            and sum(len(x.terms) for x in sources) <= _MAX_TERMS
+        ):
+            s = sources[0].s
+            for x in sources[1:]:
+                s = torch.maximum(s, x.s)
+            total: torch.Tensor | None = None
+            merged: list[Term] = []
+            for x in sources:
+                scale = torch.exp(x.s - s)  # onto the largest scale
+                part = x.t * _per_sample(scale, x.t.dim())
+                total = part if total is None else total + part
+                merged += [term._replace(c=term.c * scale) for term in x.terms]
+            assert total is not None
+            return Counts(total, s, axis=src.axis, uniform=True, terms=tuple(merged))
+        return None
 
     def _route_channel(self, step: Step, sources: list[Counts]) -> Counts:
         kind = step.kind
@@ -641,10 +925,9 @@ class Counter:
             raise self._error(step, "a reduction over non-constant dimensions")
         return sorted({_normal_dim(d, ndim) for d in dims})
 
-    def _check_batch(self, step: Step) -> None:
+    def _moves_batch(self, step: Step) -> bool:
         shapes = [self.shapes[step.index]] + [self.shapes[i] for i in step.sources]
-        if any(not shape or shape[0] != self.batch for shape in shapes):
-            raise self._error(step, "it changes the batch dimension")
+        return any(not shape or shape[0] != self.batch for shape in shapes)
 
     def _zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.float64, device=self.device)
@@ -737,11 +1020,53 @@ def _rescale(fg: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return fg / _per_sample(peak, fg.dim()), s + peak.log()
 
 
+def _carry(t: torch.Tensor, need: int) -> torch.Tensor:
+    """Counts with every channel (or already in form ``need``) brought into form ``need``."""
+    if need == _FULL or t.dim() < 2:
+        return t
+    if need == _ROWS:
+        return t if t.shape[-1] == 1 else t.sum(dim=-1, keepdim=True)
+    return _coarsen(t, need)
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``; booleans through uint8 (several times faster on CPU)."""
+    return (t.view(torch.uint8) if t.dtype == torch.bool else t).to(dtype)
+
+
+def _pad_mask(mask: torch.Tensor, pad: Sequence[int]) -> torch.Tensor:
+    """``F.pad`` with zeros (negative: crop); booleans through uint8 (faster copies)."""
+    if mask.dtype == torch.bool:
+        return F.pad(mask.view(torch.uint8), list(pad)).view(torch.bool)
+    return F.pad(mask, list(pad))
+
+
+def _exact_sum(t: torch.Tensor, bound: int) -> torch.Tensor:
+    """Per sample, the exact float64 sum of a float32 tensor of integers in ``[0, bound]``:
+    in float32 over positions where every partial sum stays below 2**24, else in float64."""
+    if t.dim() > 2 and bound * math.prod(t.shape[2:]) < _EXACT:
+        return t.sum(dim=tuple(range(2, t.dim()))).to(torch.float64).sum(dim=1)
+    return t.sum(dim=tuple(range(1, t.dim())), dtype=torch.float64)
+
+
 def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
-    """Sum dimension 1 into ``groups`` contiguous groups (``_FULL`` or equal: unchanged)."""
+    """Sum dimension 1 into ``groups`` contiguous groups (``_FULL`` or equal: unchanged); a
+    mask becomes counts (int32)."""
     if t.dim() < 2 or groups == _FULL or t.shape[1] == groups:
         return t
-    return t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:]).sum(dim=2)
+    split = t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:])
+    return _count(split, 2).squeeze(2) if t.dtype == torch.bool else split.sum(dim=2)
+
+
+def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """The number of true values of a mask along ``dim`` (kept, of size 1), as int32: summed
+    in uint8 over slices of at most 255 (exact). A sum that casts the booleans first costs a
+    full-size copy, an order of magnitude more on CPU."""
+    parts = mask.view(torch.uint8).split(255, dim)
+    total = parts[0].sum(dim=dim, keepdim=True, dtype=torch.uint8).to(torch.int32)
+    for part in parts[1:]:
+        total += part.sum(dim=dim, keepdim=True, dtype=torch.uint8)
+    return total
 
 
 def _coarse_groups(raw: torch.Tensor, groups: int, parts: int, demand: int) -> torch.Tensor:

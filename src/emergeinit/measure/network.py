@@ -22,7 +22,15 @@ from torch import nn
 
 from ..errors import ConfigError, TracingError
 from ..schedule import check_choice
-from .capture import Capture, ModelInputs, check_forward, check_model, model_inputs, untouched
+from .capture import (
+    Capture,
+    ModelInputs,
+    check_forward,
+    check_model,
+    model_inputs,
+    own_tensors,
+    untouched,
+)
 from .counting import Counter
 from .structure import Probe, Structure, read_structure
 
@@ -207,7 +215,7 @@ def measure_emergence(
         with untouched(model, call), torch.no_grad():
             exact = structure.run_probe(call, tau, per_sample, channel, exact=True)
         finite = _finite_rows(exact, batch)
-    if not _all_finite([*model.parameters(), *model.buffers()]):
+    if not _all_finite(own_tensors(model)):
         finite = torch.zeros_like(finite)
     if not bool(finite.all()):
         bad = int((~finite).sum())

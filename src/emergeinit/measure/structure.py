@@ -213,10 +213,14 @@ def _row_sums(value: Any, exact: bool) -> torch.Tensor | None:
     may overflow too; the caller then asks again with ``exact``: per-sample isfinite flags)."""
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() < 1:
         return None
-    rows = value.detach().reshape(value.shape[0], -1)
+    value = value.detach()
     if exact:
-        return torch.isfinite(rows).all(dim=1)
-    return rows.sum(dim=1, dtype=torch.float32 if rows.element_size() < 4 else None)
+        return torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
+    dtype = torch.float32 if value.element_size() < 4 else None
+    if value.dim() == 1:
+        return value.to(dtype) if dtype is not None else value
+    # Over the dimensions as they lie: flattening a permuted value first would copy it.
+    return value.sum(dim=tuple(range(1, value.dim())), dtype=dtype)
 
 
 def _activity(
@@ -228,7 +232,8 @@ def _activity(
     channel: int | bool,
     exact: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``value > tau`` laid out like the layer's output (per channel: its spatial mean).
+    """``value > tau`` laid out like the layer's output (per channel: its spatial mean), and
+    the per-sample sums of the finiteness check.
 
     ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
     """
