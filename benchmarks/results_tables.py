@@ -1,9 +1,13 @@
 """Compact Markdown tables for docs/results.md from a study directory.
 
 The same statistics as the study's ``report.md`` (``emergeinit.bench.stats``: t-intervals over
-seeds, paired differences with Holm correction across the study's family, held-out selection),
-laid out per question and in percent. ``--baseline`` pairs against another init than the
-study's own (e.g. emergence on the xavier_uniform base against xavier, which shares its draws).
+seeds, paired differences with Holm correction across the study's family, held-out selection)
+and the same verdicts (``emergeinit.bench.verdict``: better / worse / equivalent within the
+study's margin / inconclusive with the seeds it would need, docs/verdicts.md), laid out per
+question and in percent. The held-out selections (``lr-best``) get verdicts too: one Holm family
+over the table's comparisons, at the study's confidence, margins and power. ``--baseline`` pairs
+against another init than the study's own (e.g. emergence on the xavier_uniform base against
+xavier, which shares its draws).
 
     python benchmarks/results_tables.py runs/results-mlp accuracy [--baseline xavier]
     python benchmarks/results_tables.py runs/results-mlp steps
@@ -22,8 +26,10 @@ from typing import Any
 
 from emergeinit.bench import stats
 from emergeinit.bench.labels import label
+from emergeinit.bench.report import answer_of
 from emergeinit.bench.store import FINISHED
 from emergeinit.bench.study import StudyDir
+from emergeinit.bench.verdict import PairedSample, Verdict, judge_family
 
 Row = dict[str, Any]
 
@@ -48,17 +54,34 @@ def model_name(row: Row) -> str:
     return str(row["model"])
 
 
-def accuracy(rows: list[Row], baseline: str, primary: list[str]) -> None:
-    comps = stats.compare_to_baseline(rows, baseline, primary)
-    found = {(c.config, c.metric): c for c in comps}
+def verdict_cell(v: Verdict | None) -> str:
+    """The verdict in words, with what qualifies it: the margin of an equivalence, the seeds
+    an inconclusive comparison would need (or why it cannot say)."""
+    if v is None:
+        return "–"
+    if v.word == "equivalent":
+        return f"equivalent (±{100 * v.margin:g})"
+    if v.word != "inconclusive":
+        return v.word
+    if v.seeds_needed is not None:
+        return f"inconclusive (needs {v.seeds_needed} seeds)"
+    return f"inconclusive ({v.seeds_note or v.detail})"
+
+
+def accuracy(rows: list[Row], cfg: dict[str, Any], baseline: str) -> None:
+    cfg = {**cfg, "stats": {**cfg["stats"], "baseline": baseline}}
+    answer = answer_of(cfg, rows)
+    found = {(c.config, c.metric): c for c in answer.comparisons}
+    verdicts = {(c.config, c.metric): e.verdict for c, e in zip(answer.comparisons, answer.entries)}
     for _, members in stats.group(rows, stats.SETTING).items():
         first = members[0]
         print(f"\n**{model_name(first)}** ({first['optimizer']}, lr {first['lr']:g})\n")
         print(
-            f"| init | n | epoch-1 acc % | Δ epoch 1 vs {baseline} [95% CI] | final acc % | "
-            f"Δ final vs {baseline} [95% CI] | p (Holm), final | diverged |"
+            f"| init | n | epoch-1 acc % | Δ epoch 1 vs {baseline} [95% CI] | verdict, epoch 1 | "
+            f"final acc % | Δ final vs {baseline} [95% CI] | verdict, final | p (Holm), final | "
+            "diverged |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for config, ms in stats.group(members, stats.CONFIG).items():
             e1 = stats.summarize([r["test_acc_epoch1"] for r in ms])
             fin = stats.summarize([r["test_acc_final"] for r in ms])
@@ -67,10 +90,15 @@ def accuracy(rows: list[Row], baseline: str, primary: list[str]) -> None:
             if ms[0]["init"] != baseline and cf is None:
                 continue  # no baseline in this setting
             div = sum(r["status"] == "diverged" for r in ms)
+            v1, vf = (
+                verdicts.get((config, "test_acc_epoch1")),
+                verdicts.get((config, "test_acc_final")),
+            )
             print(
                 f"| {label(ms[0])} | {len(ms)} | {pct(e1.mean)} ± {pct(e1.std)} | "
-                f"{diff(c1.result if c1 else None)} | {pct(fin.mean)} ± {pct(fin.std)} | "
-                f"{diff(cf.result if cf else None)} | {pv(cf.p_holm) if cf else '–'} | {div} |"
+                f"{diff(c1.result if c1 else None)} | {verdict_cell(v1)} | "
+                f"{pct(fin.mean)} ± {pct(fin.std)} | {diff(cf.result if cf else None)} | "
+                f"{verdict_cell(vf)} | {pv(cf.p_holm) if cf else '–'} | {div} |"
             )
 
 
@@ -123,32 +151,77 @@ def lr_grid(rows: list[Row]) -> None:
             print(f"| {label(ms[0])} | " + " | ".join(cells) + " |")
 
 
+def held_out_pair(
+    rows: list[Row],
+    keys: tuple[str, ...],
+    sel: stats.Selection,
+    baseline: str,
+    metric: str,
+    held: list[int],
+) -> tuple[list[Any], list[Any]]:
+    """The held-out values of a selection's pick and of the baseline at its own pick, paired
+    by seed (the data behind ``sel.vs_baseline``)."""
+    group = dict(zip(keys, sel.group, strict=True))
+    mine = stats.by_seed(
+        [r for r in rows if all(r[k] == v for k, v in group.items()) and r["lr"] == sel.choice],
+        metric,
+    )
+    theirs = stats.by_seed(
+        [
+            r for r in rows
+            if r["init"] == baseline and r["lr"] == sel.baseline_choice
+            and all(r[k] == group[k] for k in ("dataset", "model", "optimizer"))
+        ],
+        metric,
+    )  # fmt: skip
+    seeds = [s for s in held if s in mine and s in theirs]
+    return [mine[s] for s in seeds], [theirs[s] for s in seeds]
+
+
 def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
     chosen, held = stats.split_seeds([r["seed"] for r in rows], cfg["stats"]["select_seeds"])
     pair = ("dataset", "model", "optimizer")
     keys = (*pair, *stats.INIT_KEYS)
+    tables = []
     for metric in cfg["stats"]["primary"]:
+        sels = stats.select_best_vs_baseline(
+            rows, keys, "lr", baseline, pair_keys=pair,
+            select_metric=cfg["stats"]["select_metric"], report_metric=metric,
+            selection_seeds=chosen, held_out_seeds=held,
+        )  # fmt: skip
+        tables.append((metric, sels))
+    # One Holm family: every held-out comparison of the table, both metrics.
+    samples = [
+        PairedSample(metric, *held_out_pair(rows, keys, sel, baseline, metric, held))
+        for metric, sels in tables for sel in sels if sel.vs_baseline
+    ]  # fmt: skip
+    verdicts = iter(
+        judge_family(
+            samples,
+            margins=cfg["stats"]["margin"],
+            confidence=cfg["stats"]["confidence"],
+            power=cfg["stats"]["power"],
+        )
+    )
+    for metric, sels in tables:
         print(
             f"\n{metric}: lr chosen per init by {cfg['stats']['select_metric']} on seeds "
             f"{chosen}, reported on held-out seeds {held}\n"
         )
         print(
             f"| model | init | its lr | held-out % | {baseline} at its lr, held-out % | "
-            f"Δ vs {baseline} [95% CI] | p |"
+            f"Δ vs {baseline} [95% CI] | p | verdict (Holm over the table) |"
         )
-        print("|---|---|---|---|---|---|---|")
-        for sel in stats.select_best_vs_baseline(
-            rows, keys, "lr", baseline, pair_keys=pair,
-            select_metric=cfg["stats"]["select_metric"], report_metric=metric,
-            selection_seeds=chosen, held_out_seeds=held,
-        ):  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
+        for sel in sels:
             row = dict(zip(keys, sel.group, strict=True))
             vs = sel.vs_baseline
             base = f"{pct(sel.baseline.mean)} (lr {sel.baseline_choice:g})" if sel.baseline else "–"
             print(
                 f"| {row['model']} | {label(row)} | {sel.choice:g} | "
                 f"{pct(sel.held_out.mean)} ± {pct(sel.held_out.std)} | {base} | "
-                f"{diff(vs) if vs else '–'} | {pv(vs.p) if vs else '–'} |"
+                f"{diff(vs) if vs else '–'} | {pv(vs.p) if vs else '–'} | "
+                f"{verdict_cell(next(verdicts)) if vs else '–'} |"
             )
 
 
@@ -226,7 +299,7 @@ def main() -> None:
     baseline = args.baseline or cfg["stats"]["baseline"]
     primary = cfg["stats"]["primary"]
     if args.table == "accuracy":
-        accuracy(rows, baseline, primary)
+        accuracy(rows, cfg, baseline)
     elif args.table == "steps":
         steps(rows, baseline, cfg["train"]["targets"])
     elif args.table == "lr-grid":

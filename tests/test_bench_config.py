@@ -10,7 +10,8 @@ from emergeinit.errors import ConfigError
 
 EXPECTED_PRESETS = {
     "smoke", "default", "paper-mlp", "paper-cnn", "cifar-cnn", "lr-sweep", "pivot-ablation",
-    "results-mlp", "results-cnn", "results-lr", "results-pivot",
+    "results-mlp", "results-cnn", "results-lr", "results-pivot", "results-adamw", "results-resnet",
+    "results-headline-mlp", "results-headline-cnn",
 }  # fmt: skip
 
 

@@ -12,7 +12,10 @@ from emergeinit.bench.cli import run_bench
 from emergeinit.cli import app
 from emergeinit.errors import ConfigError
 
-RESULTS = ("results-mlp", "results-cnn", "results-lr", "results-pivot")
+RESULTS = (
+    "results-mlp", "results-cnn", "results-lr", "results-pivot", "results-headline-mlp",
+    "results-headline-cnn",
+)  # fmt: skip
 
 
 def _study(tmp_path: Path, full: str) -> str:
