@@ -13,6 +13,7 @@ xavier, which shares its draws).
     python benchmarks/results_tables.py runs/results-mlp steps
     python benchmarks/results_tables.py runs/results-lr lr-grid
     python benchmarks/results_tables.py runs/results-lr lr-best
+    python benchmarks/results_tables.py runs/results-mlp alpha-best
     python benchmarks/results_tables.py runs/results-mlp emergence
     python benchmarks/results_tables.py runs/results-lr weights-vs-rates
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from emergeinit.bench import stats
 from emergeinit.bench.labels import label
-from emergeinit.bench.report import answer_of
+from emergeinit.bench.report import EMERGENCE_INITS, answer_of
 from emergeinit.bench.store import FINISHED
 from emergeinit.bench.study import StudyDir
 from emergeinit.bench.verdict import PairedSample, Verdict, judge_family
@@ -195,14 +196,7 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
         PairedSample(metric, *held_out_pair(rows, keys, sel, baseline, metric, held))
         for metric, sels in tables for sel in sels if sel.vs_baseline
     ]  # fmt: skip
-    verdicts = iter(
-        judge_family(
-            samples,
-            margins=cfg["stats"]["margin"],
-            confidence=cfg["stats"]["confidence"],
-            power=cfg["stats"]["power"],
-        )
-    )
+    verdicts = iter(judge(cfg, samples))
     for metric, sels in tables:
         print(
             f"\n{metric}: lr chosen per init by {cfg['stats']['select_metric']} on seeds "
@@ -225,33 +219,95 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
             )
 
 
-def weights_vs_rates(rows: list[Row], metric: str = "test_acc_final") -> None:
+def judge(cfg: dict[str, Any], samples: list[PairedSample]) -> list[Verdict]:
+    """One Holm family over a table's comparisons, at the study's confidence, margins, power."""
+    st = cfg["stats"]
+    return judge_family(
+        samples, margins=st["margin"], confidence=st["confidence"], power=st["power"]
+    )
+
+
+def weights_vs_rates(rows: list[Row], cfg: dict[str, Any], metric: str = "test_acc_final") -> None:
     """emergence (scaled weights) − emergence-lr (per-layer lr multipliers), same everything
     else (dataset, model, optimizer, lr, base, alpha, pivot, head, order, units), paired by
-    seed over all seeds."""
+    seed over all seeds; verdicts with one Holm family over the table."""
     keys = (*stats.SETTING, *(k for k in stats.INIT_KEYS if k != "init"))
     lr_form = stats.group([r for r in rows if r["init"] == "emergence-lr"], keys)
-    print(f"{metric}: emergence − emergence-lr, paired by seed (percentage points)\n")
-    print("| model | config | lr | n | emergence % | emergence-lr % | Δ [95% CI] | p | diverged |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    lines, samples = [], []
     for key, ms in stats.group([r for r in rows if r["init"] == "emergence"], keys).items():
         other = lr_form.get(key, [])
         a, b = stats.by_seed(ms, metric), stats.by_seed(other, metric)
         seeds = sorted(set(a) & set(b))
         if not seeds:
             continue
+        samples.append(PairedSample(metric, [a[s] for s in seeds], [b[s] for s in seeds]))
         d = stats.paired([a[s] for s in seeds], [b[s] for s in seeds])
         div = (
             sum(r["status"] == "diverged" for r in ms),
             sum(r["status"] == "diverged" for r in other),
         )
         config = label(ms[0]).removeprefix("emergence ")
-        print(
+        lines.append(
             f"| {ms[0]['model']} | {config} | {ms[0]['lr']:g} | {d.n} | "
             f"{pct(stats.summarize([a[s] for s in seeds]).mean)} | "
             f"{pct(stats.summarize([b[s] for s in seeds]).mean)} | {diff(d)} | {pv(d.p)} | "
             f"{div[0]} / {div[1]} |"
         )
+    print(f"{metric}: emergence − emergence-lr, paired by seed (percentage points)\n")
+    print(
+        "| model | config | lr | n | emergence % | emergence-lr % | Δ [95% CI] | p | diverged | "
+        "verdict (Holm over the table) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for line, v in zip(lines, judge(cfg, samples), strict=True):
+        print(f"{line} {verdict_cell(v)} |")
+
+
+def alpha_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
+    """The report's "Best alpha" selection (alpha chosen per setting and emergence config on
+    the selection seeds, reported on the held-out seeds, paired with the baseline on them),
+    with verdicts: one Holm family over the table (every primary metric)."""
+    chosen, held = stats.split_seeds([r["seed"] for r in rows], cfg["stats"]["select_seeds"])
+    keys = (*stats.SETTING, *stats.BUT_ALPHA)
+    emergence = [r for r in rows if r["init"] in EMERGENCE_INITS]
+    baselines = stats.group([r for r in rows if r["init"] == baseline], stats.SETTING)
+    lines, samples = [], []
+    for metric in cfg["stats"]["primary"]:
+        for sel in stats.select_best(
+            emergence, keys, "alpha", select_metric=cfg["stats"]["select_metric"],
+            report_metric=metric, selection_seeds=chosen, held_out_seeds=held,
+        ):  # fmt: skip
+            group = dict(zip(keys, sel.group, strict=True))
+            picked = stats.by_seed(
+                [
+                    r for r in emergence
+                    if all(r[k] == v for k, v in group.items()) and r["alpha"] == sel.choice
+                ],
+                metric,
+            )  # fmt: skip
+            base = stats.by_seed(baselines.get(sel.group[: len(stats.SETTING)], []), metric)
+            seeds = [s for s in held if s in picked and s in base]
+            if not seeds:
+                continue
+            mine, theirs = [picked[s] for s in seeds], [base[s] for s in seeds]
+            samples.append(PairedSample(metric, mine, theirs))
+            row = group | {"alpha": sel.choice}
+            lines.append(
+                f"| {row['model']} | {label(row)} | {metric} | "
+                f"{pct(stats.summarize(mine).mean)} | {pct(stats.summarize(theirs).mean)} | "
+                f"{diff(stats.paired(mine, theirs))} |"
+            )
+    print(
+        f"alpha chosen by {cfg['stats']['select_metric']} on seeds {chosen}, reported on "
+        f"held-out seeds {held}, paired with {baseline} on them\n"
+    )
+    print(
+        f"| model | chosen | metric | held-out % | {baseline} held-out % | Δ [95% CI] | "
+        "verdict (Holm over the table) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for line, v in zip(lines, judge(cfg, samples), strict=True):
+        print(f"{line} {verdict_cell(v)} |")
 
 
 def emergence(rows: list[Row], primary: list[str]) -> None:
@@ -289,7 +345,15 @@ def main() -> None:
     parser.add_argument("study", type=Path)
     parser.add_argument(
         "table",
-        choices=("accuracy", "steps", "lr-grid", "lr-best", "emergence", "weights-vs-rates"),
+        choices=(
+            "accuracy",
+            "steps",
+            "lr-grid",
+            "lr-best",
+            "alpha-best",
+            "emergence",
+            "weights-vs-rates",
+        ),
     )
     parser.add_argument("--baseline", default=None, help="default: the study's stats.baseline")
     args = parser.parse_args()
@@ -306,8 +370,10 @@ def main() -> None:
         lr_grid(rows)
     elif args.table == "lr-best":
         lr_best(rows, baseline, cfg)
+    elif args.table == "alpha-best":
+        alpha_best(rows, baseline, cfg)
     elif args.table == "weights-vs-rates":
-        weights_vs_rates(rows)
+        weights_vs_rates(rows, cfg)
     else:
         emergence(rows, primary)
 
