@@ -16,3 +16,13 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_per_module() -> Iterator[None]:
+    """One torch thread for a whole test module (tiny tensors: a second intra-op thread only
+    adds contention on a shared machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

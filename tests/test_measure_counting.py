@@ -9,21 +9,13 @@ measured with and without the split counts at the size of ``benchmarks/measure_s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
 
 from emergeinit.measure import counting, measure_emergence
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def test_mask_counts_are_exact_beyond_255_per_slice() -> None:

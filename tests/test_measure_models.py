@@ -9,7 +9,6 @@ with each layer's activity taken from the Hugging Face model's own activations b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,17 +19,11 @@ from torch import nn
 
 from emergeinit.measure import measure_emergence
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
+
 transformers = pytest.importorskip("transformers")
 
 LOG_TOL = 1e-9
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def hooked(model: nn.Module, names: list[str], x: dict[str, torch.Tensor]) -> list[torch.Tensor]:

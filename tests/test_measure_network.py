@@ -7,7 +7,6 @@ import copy
 import json
 import math
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import networkx as nx
@@ -39,14 +38,8 @@ import emergeinit.measure.structure as structure_module
 from emergeinit.errors import ConfigError, TracingError, UnsupportedModuleError
 from emergeinit.measure import EmergenceResult, measure_emergence
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: a second intra-op thread only adds contention on a shared machine (10x).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 LOG_TOL = 1e-9
 ACTS = ["relu", "frelu", "mrelu", "tanh", "gelu", "leaky", "sigmoid", "silu"]

@@ -10,7 +10,6 @@ torch.export, must equal exact path counts over the explicit neuron graph that
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +28,8 @@ from hypothesis import strategies as st
 
 from emergeinit.measure import measure_emergence
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
+
 LOG_TOL = 1e-9
 BASE = settings(
     deadline=None,
@@ -36,15 +37,6 @@ BASE = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: a second intra-op thread only adds contention on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def check(

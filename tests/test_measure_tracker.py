@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,14 +11,7 @@ from torch import nn
 from emergeinit.errors import ConfigError
 from emergeinit.measure import EmergenceTracker, measure_emergence
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: a second intra-op thread only adds contention on a shared machine (10x).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def make_net() -> nn.Module:
