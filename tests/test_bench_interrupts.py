@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import child_pids, is_alive
 
 from emergeinit.bench import report
 from emergeinit.bench.cli import run_bench, run_report
@@ -41,32 +42,13 @@ def _start(study: Path, *extra: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _gone(pids: list[int]) -> None:
     """Every one of ``pids`` ends within seconds (the pool's workers at once; its resource
     tracker when it sees the driver's end of its pipe close)."""
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(is_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if is_alive(p)]
 
 
 def _training(study: Path) -> bool:
@@ -116,7 +98,7 @@ def test_ctrl_c_while_training_is_one_line_and_the_study_resumes(
     study = tmp_path / "s"
     proc = _start(study, *LONG, "--quiet")
     _wait(lambda: _training(study), proc)
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     for _ in range(presses):  # a double Ctrl-C: the second arrives during the stop
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.2)
@@ -141,7 +123,7 @@ def test_sigterm_to_the_driver_is_one_line_and_stops_the_workers(tmp_path: Path)
     study = tmp_path / "s"
     proc = _start(study, *LONG, "--quiet")
     _wait(lambda: _training(study), proc)
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     assert workers
     proc.send_signal(signal.SIGTERM)  # the driver alone, as a scheduler or `kill` does
     _, err = proc.communicate(timeout=120)

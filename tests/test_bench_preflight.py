@@ -229,7 +229,7 @@ def test_a_study_directory_that_cannot_be_written_is_a_message(
 
     from emergeinit.bench import study
 
-    monkeypatch.setattr(study, "atomic_write", denied)
+    monkeypatch.setattr(study, "atomic_write_text", denied)
     with pytest.raises(StudyDirError) as caught:
         run_study("smoke", out=tmp_path / "s", overrides=SMALL)
     assert str(caught.value) == (

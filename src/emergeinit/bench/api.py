@@ -40,12 +40,12 @@ from .executors import (
     make_executor,
     threads_per_worker,
 )
+from .files import atomic_write_text
 from .interrupts import StudyInterrupted, stop_on_signals
 from .labels import label
 from .store import ResultsStore, ResultsStoreError
 from .study import (
     StudyDir,
-    atomic_write,
     check_runs,
     columns,
     count_runs,
@@ -492,7 +492,7 @@ def _drive(
         env = environment(workers, threads or _torch_threads(), data_dir, notices)
         env["executor"] = type(runner).__name__ if runner is not None else "local"
         env["plugins"] = plugin_info(cfg)
-        atomic_write(study.path / "environment.json", json.dumps(env, indent=2))
+        atomic_write_text(study.path / "environment.json", json.dumps(env, indent=2))
         observer.begin(cfg["study"]["name"], len(runs), len(done), len(todo), study.path)
         start = time.perf_counter()
         # A pool's workers import torch before their first run starts (seconds).

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import EmergeInitError
+from .files import fsync_dir, remove_stale_temps, temp_path
 
 FORMAT = 1
 CHECKPOINT = "checkpoint.pt"
@@ -49,23 +49,6 @@ class CheckpointError(EmergeInitError, RuntimeError):
 
 
 # --- files ------------------------------------------------------------------------------------
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def temp_path(path: Path) -> Path:
-    """A fresh temp name next to ``path`` (same filesystem, so the rename is atomic), matched
-    by :func:`remove_stale_temps`. Opened with ``"x"``, it gets the umask's permissions (not
-    ``mkstemp``'s 0600), so other users of a shared study directory can read the result."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> int:
@@ -99,12 +82,6 @@ def load(path: Path) -> dict[str, Any]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else ""
-
-
-def remove_stale_temps(folder: Path, name: str) -> None:
-    """Temp files a killed writer left behind (``.NAME.*.tmp``); only call as the sole writer."""
-    for tmp in folder.glob(f".{name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

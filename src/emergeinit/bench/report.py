@@ -20,6 +20,7 @@ from typing import Any
 from . import stats, tasks
 from .answer import AnswerEntry, answer_markdown
 from .config import learning_rates, optimizers
+from .files import atomic_write_text
 from .inits import DESCRIPTIONS
 from .labels import EMERGENCE_INITS, label, setting_label
 from .markdown import num as _num
@@ -27,7 +28,7 @@ from .markdown import pvalue as _p
 from .markdown import summary as _summary
 from .markdown import table as _table
 from .store import FINISHED, SIDE_NAME, Results
-from .study import StudyDir, atomic_write
+from .study import StudyDir
 from .verdict import MIN_SEEDS, PairedSample, judge_family
 
 Row = dict[str, Any]
@@ -510,5 +511,5 @@ def write_report(path: Path, *, live: bool | None = None) -> Path:
     results = study.results(study.load_config(), live=live)
     plots = make_plots(study, results.rows)
     report = path / "report.md"
-    atomic_write(report, build_report(study, plots, results))
+    atomic_write_text(report, build_report(study, plots, results))
     return report

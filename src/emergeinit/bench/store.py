@@ -55,7 +55,6 @@ import io
 import logging
 import os
 import re
-import secrets
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EmergeInitError
+from .files import atomic_write_bytes, fsync_dir, remove_stale_temps, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -482,39 +482,6 @@ def _scan(file: _File, expected: list[str] | None) -> _Scan:
 # --- files ----------------------------------------------------------------------------------
 
 
-def _temp_path(path: Path) -> Path:
-    # The name ``.results.csv.<pid>-<hex>.tmp`` is what the driver's stale-temp cleanup matches.
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
-def _remove_stale_temps(path: Path) -> None:
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # folders cannot be opened everywhere
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = _temp_path(path)
-    try:
-        with tmp.open("xb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _write_all(fd: int, data: bytes) -> int:
     done = 0
     while done < len(data):
@@ -532,7 +499,7 @@ def _append_side(path: Path, entries: list[tuple[int, str, str]]) -> None:
     stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     body = "".join(format_line([stamp, str(line), reason, text]) for line, reason, text in entries)
     if not side.exists():
-        _atomic_write(side, (format_line(SIDE_COLUMNS) + body).encode())
+        atomic_write_bytes(side, (format_line(SIDE_COLUMNS) + body).encode())
         return
     fd = os.open(side, os.O_RDWR | os.O_APPEND)
     try:
@@ -632,10 +599,10 @@ def repair_results(path: Path | str, columns: Sequence[str]) -> Results:
     """
     path = Path(path)
     expected = _check_columns(columns)
-    _remove_stale_temps(path)
-    _remove_stale_temps(path.with_name(SIDE_NAME))
+    remove_stale_temps(path.parent, path.name)
+    remove_stale_temps(path.parent, SIDE_NAME)
     if not path.exists():
-        _atomic_write(path, format_line(expected).encode())
+        atomic_write_bytes(path, format_line(expected).encode())
         return Results(path, tuple(expected), [])
     file = _File.read(path)
     scan = _scan(file, expected)
@@ -684,7 +651,7 @@ def _rewrite(path: Path, scan: _Scan, old: list[str], new: list[str]) -> None:
     and every line taken out of it is already in the side file.
     """
     repeat_text: dict[int, list[str]] = {}
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         with tmp.open("xb") as dst:
             dst.write(format_line(new).encode())
@@ -714,7 +681,7 @@ def _rewrite(path: Path, scan: _Scan, old: list[str], new: list[str]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _kept_lines(scan: _Scan, repeat_text: dict[int, list[str]]) -> Iterator[str]:

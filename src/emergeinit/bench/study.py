@@ -40,7 +40,8 @@ from typing import Any
 from ..errors import ConfigError
 from . import config as cfgmod
 from . import optim, plugins, tasks
-from .checkpoint import capture_rng, exclusive, fsync_dir, restore_rng, temp_path
+from .checkpoint import capture_rng, exclusive, restore_rng
+from .files import atomic_write_text
 from .labels import BUILTIN_INITS, EMERGENCE_INITS
 from .store import Results, read_results
 
@@ -421,23 +422,6 @@ def _non_default(init: dict[str, Any], key: str) -> str:
     return "" if value is None or value == ADDED_INIT_DEFAULTS[key] else str(value)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync and ``os.replace`` (then fsync the
-    folder): readers, and a crash at any instant, see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with tmp.open("x", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def environment(
     workers: int, threads: int, data_dir: Path | None, notices: list[str]
 ) -> dict[str, Any]:
@@ -648,7 +632,7 @@ class StudyDir:
                 )
             import tomli_w
 
-            atomic_write(self.config_path, tomli_w.dumps(cfg))
+            atomic_write_text(self.config_path, tomli_w.dumps(cfg))
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
 
@@ -656,7 +640,7 @@ class StudyDir:
         import tomli_w
 
         try:
-            atomic_write(self.config_path, tomli_w.dumps(cfg))
+            atomic_write_text(self.config_path, tomli_w.dumps(cfg))
         except OSError as exc:
             raise _unwritable(self.path, exc) from None
         added = [s for s in cfg["train"]["seeds"] if s not in old["train"]["seeds"]]

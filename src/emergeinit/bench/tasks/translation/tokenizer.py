@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ....errors import ConfigError
+from ...files import atomic_write_bytes
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = frozenset((PAD_ID, UNK_ID, BOS_ID, EOS_ID))
@@ -150,14 +149,15 @@ def load_or_train(
         if path.exists():
             return WordTokenizer(json.loads(path.read_text(encoding="utf-8")), path)
         words = WordTokenizer.train(lines, settings)
-        _atomic_write(path, json.dumps(words.words[len(SPECIAL_IDS):], ensure_ascii=False).encode())
+        kept = words.words[len(SPECIAL_IDS) :]
+        atomic_write_bytes(path, json.dumps(kept, ensure_ascii=False).encode())
         words.path = path
         return words
     path = directory / f"{name}-spm-{key}.model"
     if path.exists():
         return SentencePieceTokenizer(path.read_bytes(), path)
     model = _train_sentencepiece(lines, settings)
-    _atomic_write(path, model)
+    atomic_write_bytes(path, model)
     return SentencePieceTokenizer(model, path)
 
 
@@ -188,17 +188,6 @@ def _train_sentencepiece(lines: Sequence[str], settings: TokenizerSettings) -> b
     except RuntimeError as exc:
         raise ConfigError(f"sentencepiece training failed: {exc}") from None
     return buffer.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _spm_version() -> str:
