@@ -14,6 +14,7 @@ xavier, which shares its draws).
     python benchmarks/results_tables.py runs/results-lr lr-grid
     python benchmarks/results_tables.py runs/results-lr lr-best
     python benchmarks/results_tables.py runs/results-mlp alpha-best
+    python benchmarks/results_tables.py runs/results-adamw verdicts [--metric test_acc_epoch1]
     python benchmarks/results_tables.py runs/results-mlp emergence
     python benchmarks/results_tables.py runs/results-lr weights-vs-rates
 """
@@ -340,6 +341,36 @@ def emergence(rows: list[Row], primary: list[str]) -> None:
                 )
 
 
+def verdict_grid(rows: list[Row], cfg: dict[str, Any], baseline: str, metric: str) -> None:
+    """The study's Answer on one metric as a grid: a row per setting (model, optimizer, lr),
+    a column per candidate configuration, each cell the difference vs the baseline in points
+    with its interval and verdict."""
+    cfg = {**cfg, "stats": {**cfg["stats"], "baseline": baseline}}
+    answer = answer_of(cfg, rows)
+    entries = [e for e in answer.entries if e.verdict.metric == metric]
+    columns = list(dict.fromkeys(e.init for e in entries))
+    grid: dict[tuple[str, str, float], dict[str, str]] = {}
+    for e in entries:
+        v, key = e.verdict, (e.config["model"], e.config["optimizer"], e.config["lr"])
+        cell = "–" if v.mean_diff is None else f"{100 * v.mean_diff:+.2f}"
+        if v.ci is not None:
+            cell += f" [{100 * v.ci[0]:+.2f}, {100 * v.ci[1]:+.2f}]"
+        grid.setdefault(key, {})[e.init] = f"{cell} {verdict_cell(v)}"
+    n = len({r["seed"] for r in rows})
+    print(
+        f"{metric}: difference vs {baseline} in points [95% CI] and verdict, paired by seed "
+        f"({n} seeds; Holm over the study's {len(answer.entries)} comparisons)\n"
+    )
+    print("| model | optimizer | lr | " + " | ".join(columns) + " |")
+    print("|---|---|---|" + "---|" * len(columns))
+    for (model, optimizer, lr), cells in grid.items():
+        print(
+            f"| {model} | {optimizer} | {lr:g} | "
+            + " | ".join(cells.get(c, "–") for c in columns)
+            + " |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path)
@@ -353,8 +384,10 @@ def main() -> None:
             "alpha-best",
             "emergence",
             "weights-vs-rates",
+            "verdicts",
         ),
     )
+    parser.add_argument("--metric", default="test_acc_final", help="verdicts: the metric")
     parser.add_argument("--baseline", default=None, help="default: the study's stats.baseline")
     args = parser.parse_args()
     study = StudyDir(args.study)
@@ -370,6 +403,8 @@ def main() -> None:
         lr_grid(rows)
     elif args.table == "lr-best":
         lr_best(rows, baseline, cfg)
+    elif args.table == "verdicts":
+        verdict_grid(rows, cfg, baseline, args.metric)
     elif args.table == "alpha-best":
         alpha_best(rows, baseline, cfg)
     elif args.table == "weights-vs-rates":

@@ -114,3 +114,20 @@ def test_accuracy_table_verdicts_are_the_studys_answer(study: Path) -> None:
         seen[(lr, "test_acc_final")] = cells[7].split(" (")[0]
     assert seen == expected
     assert expected[(0.05, "test_acc_final")] == "inconclusive"  # seeds 0-2 differ by 0, 3-5 by 5
+
+
+@pytest.mark.slow
+def test_verdict_grid_is_the_answer_on_one_metric(study: Path) -> None:
+    answer = study_answer(study)
+    expected = {
+        e.config["lr"]: e.verdict.word
+        for e in answer.entries
+        if e.verdict.metric == "test_acc_final"
+    }
+    lines = table(study, "verdicts")
+    assert lines[0].startswith("test_acc_final: difference vs kaiming")
+    (header,) = [line for line in lines if line.startswith("| model |")]
+    assert header == "| model | optimizer | lr | emergence α=1.5 |"
+    cells = rows_of(lines, "mlp:16-8-4")
+    seen = {float(c[2]): c[3].split(" [", 1)[1].split("] ", 1)[1].split(" (")[0] for c in cells}
+    assert seen == expected and len(seen) == 2
