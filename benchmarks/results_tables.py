@@ -294,7 +294,8 @@ def alpha_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
             samples.append(PairedSample(metric, mine, theirs))
             row = group | {"alpha": sel.choice}
             lines.append(
-                f"| {row['model']} | {label(row)} | {metric} | "
+                f"| {row['model']} | {row['optimizer']} lr {row['lr']:g} | {label(row)} | "
+                f"{metric} | "
                 f"{pct(stats.summarize(mine).mean)} | {pct(stats.summarize(theirs).mean)} | "
                 f"{diff(stats.paired(mine, theirs))} |"
             )
@@ -303,10 +304,10 @@ def alpha_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
         f"held-out seeds {held}, paired with {baseline} on them\n"
     )
     print(
-        f"| model | chosen | metric | held-out % | {baseline} held-out % | Δ [95% CI] | "
-        "verdict (Holm over the table) |"
+        f"| model | optimizer | chosen | metric | held-out % | {baseline} held-out % | "
+        "Δ [95% CI] | verdict (Holm over the table) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for line, v in zip(lines, judge(cfg, samples), strict=True):
         print(f"{line} {verdict_cell(v)} |")
 
