@@ -375,28 +375,33 @@ class Counter:
         demand = channels if need in (_FULL, _ROWS) else need
         parts = math.lcm(groups, demand)
         size = channels // parts
-        active = _as(_coarsen(mask, parts), torch.float64)  # active neurons per part
+        counts = _coarsen(mask, parts)  # active neurons per part (integers)
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
-        reached = by_group * active.reshape(nb, groups, parts // groups, *spatial)
-        contribution = src.s + reached.sum(dim=tuple(range(1, reached.dim()))).log()
+        # F of a group reaches each of its active neurons: only the count per group matters
+        # (an exact integer sum), not a product per part.
+        per_group = counts if parts == groups else _coarsen(counts, groups)
+        self.active_fraction[step.name] = float(per_group.sum()) / mask.numel()
+        contribution = src.s + (raw * _as(per_group, torch.float64)).sum(dim=dims).log()
 
         # The counts leave summed over the consumers' groups (demand), at the new scale.
         inv = inv.unsqueeze(2)
         if demand == parts:
-            self.active_fraction[step.name] = float(active.sum()) / mask.numel()
-            base = torch.addcmul(start * size, active, start, value=-1).reshape(reached.shape)
+            # q = exp(-s) per inactive neuron, plus F (cross) or plus F per active one (li),
+            # each part's inactive neurons counted as size - active: one pass over the parts.
+            active = counts.reshape(nb, groups, parts // groups, *spatial)
+            start = start.unsqueeze(2)
             if self.cross:
-                q = torch.addcmul(base, by_group, inv * size)
+                q = torch.addcmul(by_group * (inv * size) + start * size, active, start, value=-1)
             else:
-                q = torch.addcmul(base, reached, inv)
+                q = torch.addcmul(start * size, active, by_group * inv - start)
             return Counts(_carry(q.reshape(nb, parts, *spatial), need), s), contribution
-        active_d = _coarsen(active, demand)
-        self.active_fraction[step.name] = float(active_d.sum()) / mask.numel()
+        active_d = _as(_coarsen(counts, demand), torch.float64)
         base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
         if self.cross:
             summed = _coarse_groups(raw, groups, parts, demand) * size
         else:
-            summed = _coarsen(reached.reshape(nb, parts, *spatial), demand)
+            active = _as(counts, torch.float64).reshape(nb, groups, parts // groups, *spatial)
+            summed = _coarsen((by_group * active).reshape(nb, parts, *spatial), demand)
         return Counts(torch.addcmul(base, summed, inv.squeeze(2)), s), contribution
 
     def _conv_split(
@@ -407,7 +412,8 @@ class Counter:
         ``P`` input channels per group and ``n_g`` a mask summed over group ``g``.
 
         The float64 part is one channel; each mask is window-summed once, channels last, in
-        uint8 or float32 (integers, exact). None where this does not apply (the caller makes the counts dense)."""
+        uint8 or float32 (integers, exact). None where this does not apply (the caller makes
+        the counts dense)."""
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
         nd = len(layer.kernel)
