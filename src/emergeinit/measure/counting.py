@@ -28,10 +28,11 @@ kept *split* (form ``cross``): ``q_c(u) = U(u) + start * [u_c inactive]``, the s
 for every channel of a position plus an integer mask. Identities, spatial padding, permutes and
 residual additions keep the split (an addition keeps the masks of both operands as separate
 terms; padding stays pending, an offset of the windows); a convolution then sums ``U`` over its
-windows once per position and each mask over its windows in float32. Those are exact: the masks
-hold 0 / 1, their window sums and the products with counts of active neurons are integers below
-2**24, which float32 holds exactly, summed per sample in float64; and the float64 parts only ever
-add positive numbers.
+windows once per position and each mask over its windows, channels last, in uint8 where every
+sum stays below 256, else in float32. Those are exact: the masks hold 0 / 1, their window sums
+and the products with counts of active neurons are integers below 256 (uint8) or 2**24 (float32),
+summed per sample in int32 / int64 or float64; and the float64 parts only ever add positive
+numbers.
 
 Counts are float64, rescaled after every layer by (an upper bound of) their per-sample maximum
 with the scale kept as a log, so depth and width never overflow.
@@ -466,7 +467,8 @@ class Counter:
             summed = summed + _per_sample(c, nd + 2) * by_need
         reached = (window * active).sum(dim=dims)
         if sums:
-            weight = _as(active_g, torch.uint8 if small else torch.float32).movedim(1, -1)
+            # Channels last like the window sums: the products are runs of whole positions.
+            weight = _channels_last(active_g, torch.uint8 if small else torch.float32)
         for c, w in sums:  # integer products and sums: exact
             product = torch.mul(w, weight)
             if small:
@@ -497,10 +499,7 @@ class Counter:
         for i in range(len(pending) // 2):  # F.pad lists the last dimension first
             left[nd - 1 - i] += pending[2 * i]
         out_size = self.shapes[step.index][2:]
-        last = n.view(torch.uint8) if n.dtype == torch.bool else n
-        last = last.movedim(1, -1)
-        dtype = torch.uint8 if small else torch.float32
-        last = torch.empty(last.shape, dtype=dtype, device=n.device).copy_(last)
+        last = _channels_last(n, torch.uint8 if small else torch.float32)
         return _window_sum(last, layer.kernel, layer.stride, left, layer.dilation, out_size,
                            first=1)  # fmt: skip
 
@@ -998,6 +997,13 @@ def _window_sum(
             out.narrow(dim, lo, hi - lo + 1).add_(t[tuple(index)])
         t = out
     return t
+
+
+def _channels_last(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` with dimension 1 moved last, contiguous, in ``dtype`` (booleans as 0 / 1): one
+    copy that transposes and converts."""
+    moved = (t.view(torch.uint8) if t.dtype == torch.bool else t).movedim(1, -1)
+    return torch.empty(moved.shape, dtype=dtype, device=t.device).copy_(moved)
 
 
 def _group_sum(w: torch.Tensor, groups: int, bound: int) -> torch.Tensor:
