@@ -9,6 +9,8 @@ measured with and without the split counts at the size of ``benchmarks/measure_s
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -92,3 +94,59 @@ def test_split_counts_equal_dense_float64_counts_on_real_models(
         assert torch.isfinite(fast.log10_e).all(), name
         torch.testing.assert_close(fast.log10_e, dense.log10_e, rtol=0, atol=1e-11)
         assert fast.active_fraction == pytest.approx(dense.active_fraction, abs=1e-12)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_channels_last_uint8_window_sums_equal_float64_window_sums(nd: int) -> None:
+    # Depthwise windows of masks are summed channels last in uint8 where every sum stays below
+    # 256: integer additions without overflow, so equal to the float64 sums, exactly.
+    generator = torch.Generator().manual_seed(2)
+    for _ in range(12):
+        draw = lambda low, high: [  # noqa: E731
+            int(v) for v in torch.randint(low, high, (nd,), generator=generator)
+        ]
+        size, kernel, stride = draw(1, 7), draw(1, 5), draw(1, 4)
+        dilation, left = draw(1, 3), draw(0, 4)
+        out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+               for n, p, d, k, s in zip(size, left, dilation, kernel, stride)]  # fmt: skip
+        if min(out) < 1:
+            continue
+        # Counts up to 255 // taps per position: the largest window sum stays below 256.
+        top = 255 // math.prod(kernel)
+        values = torch.randint(0, top + 1, (3, 5, *size), generator=generator)
+        fast = counting._window_sum(counting._channels_last(values, torch.uint8), kernel, stride,
+                                    left, dilation, out, first=1)  # fmt: skip
+        want = counting._window_sum(values.to(torch.float64), kernel, stride, left, dilation, out)
+        assert fast.dtype == torch.uint8
+        assert torch.equal(fast.movedim(-1, 1).to(torch.float64), want)
+
+
+def test_integer_sums_switch_to_int64_beyond_int32() -> None:
+    # 9e6 values of 255 per sample: 2.3e9, past int32 (2**31 - 1 = 2.1e9).
+    values = torch.full((1, 9_000_000), 255, dtype=torch.uint8)
+    assert counting._integer_sum(values, 255).tolist() == [255 * 9_000_000]
+    grouped = torch.full((2, 3, 8), 200, dtype=torch.uint8)  # channels last: 8 channels
+    got = counting._group_sum(grouped, 2, 200)
+    assert got.shape == (2, 2, 3)
+    assert got.unique().tolist() == [800]
+
+
+@pytest.mark.parametrize("multiplier", [2, 6])  # 7x7 windows: uint8 (98), float32 (294)
+def test_depthwise_with_channel_multiplier_equals_dense_counts(
+    multiplier: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A depthwise convolution with several outputs per channel: window sums times counts of
+    # active outputs up to 49 * multiplier, in uint8 below 256, else float32.
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 4 * multiplier, 7, padding=3, groups=4), nn.ReLU(),
+        nn.Conv2d(4 * multiplier, 5, 1), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 9 * 9, 3),
+    )  # fmt: skip
+    x = torch.randn(4, 3, 9, 9)
+    fast = measure_emergence(net, x)
+    with monkeypatch.context() as patch:
+        patch.setattr(counting.Counter, "_split", lambda self, index: False)
+        dense = measure_emergence(net, x)
+    assert torch.isfinite(fast.log10_e).all()
+    torch.testing.assert_close(fast.log10_e, dense.log10_e, rtol=0, atol=1e-11)

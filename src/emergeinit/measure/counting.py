@@ -28,10 +28,11 @@ kept *split* (form ``cross``): ``q_c(u) = U(u) + start * [u_c inactive]``, the s
 for every channel of a position plus an integer mask. Identities, spatial padding, permutes and
 residual additions keep the split (an addition keeps the masks of both operands as separate
 terms; padding stays pending, an offset of the windows); a convolution then sums ``U`` over its
-windows once per position and each mask over its windows in float32. Those are exact: the masks
-hold 0 / 1, their window sums and the products with counts of active neurons are integers below
-2**24, which float32 holds exactly, summed per sample in float64; and the float64 parts only ever
-add positive numbers.
+windows once per position and each mask over its windows, channels last, in uint8 where every
+sum stays below 256, else in float32. Those are exact: the masks hold 0 / 1, their window sums
+and the products with counts of active neurons are integers below 256 (uint8) or 2**24 (float32),
+summed per sample in int32 / int64 or float64; and the float64 parts only ever add positive
+numbers.
 
 Counts are float64, rescaled after every layer by (an upper bound of) their per-sample maximum
 with the scale kept as a log, so depth and width never overflow.
@@ -375,28 +376,33 @@ class Counter:
         demand = channels if need in (_FULL, _ROWS) else need
         parts = math.lcm(groups, demand)
         size = channels // parts
-        active = _as(_coarsen(mask, parts), torch.float64)  # active neurons per part
+        counts = _coarsen(mask, parts)  # active neurons per part (integers)
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
-        reached = by_group * active.reshape(nb, groups, parts // groups, *spatial)
-        contribution = src.s + reached.sum(dim=tuple(range(1, reached.dim()))).log()
+        # F of a group reaches each of its active neurons: only the count per group matters
+        # (an exact integer sum), not a product per part.
+        per_group = counts if parts == groups else _coarsen(counts, groups)
+        self.active_fraction[step.name] = float(per_group.sum()) / mask.numel()
+        contribution = src.s + (raw * _as(per_group, torch.float64)).sum(dim=dims).log()
 
         # The counts leave summed over the consumers' groups (demand), at the new scale.
         inv = inv.unsqueeze(2)
         if demand == parts:
-            self.active_fraction[step.name] = float(active.sum()) / mask.numel()
-            base = torch.addcmul(start * size, active, start, value=-1).reshape(reached.shape)
+            # q = exp(-s) per inactive neuron, plus F (cross) or plus F per active one (li),
+            # each part's inactive neurons counted as size - active: one pass over the parts.
+            active = counts.reshape(nb, groups, parts // groups, *spatial)
+            start = start.unsqueeze(2)
             if self.cross:
-                q = torch.addcmul(base, by_group, inv * size)
+                q = torch.addcmul(by_group * (inv * size) + start * size, active, start, value=-1)
             else:
-                q = torch.addcmul(base, reached, inv)
+                q = torch.addcmul(start * size, active, by_group * inv - start)
             return Counts(_carry(q.reshape(nb, parts, *spatial), need), s), contribution
-        active_d = _coarsen(active, demand)
-        self.active_fraction[step.name] = float(active_d.sum()) / mask.numel()
+        active_d = _as(_coarsen(counts, demand), torch.float64)
         base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
         if self.cross:
             summed = _coarse_groups(raw, groups, parts, demand) * size
         else:
-            summed = _coarsen(reached.reshape(nb, parts, *spatial), demand)
+            active = _as(counts, torch.float64).reshape(nb, groups, parts // groups, *spatial)
+            summed = _coarsen((by_group * active).reshape(nb, parts, *spatial), demand)
         return Counts(torch.addcmul(base, summed, inv.squeeze(2)), s), contribution
 
     def _conv_split(
@@ -406,8 +412,9 @@ class Counter:
         groups: ``F_g = P * W(U) + sum over terms of c * W(n_g)`` with ``W`` the window sum,
         ``P`` input channels per group and ``n_g`` a mask summed over group ``g``.
 
-        The float64 part is one channel; each mask is window-summed once, in float32 (exact).
-        None where this does not apply (the caller makes the counts dense)."""
+        The float64 part is one channel; each mask is window-summed once, channels last, in
+        uint8 or float32 (integers, exact). None where this does not apply (the caller makes
+        the counts dense)."""
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
         nd = len(layer.kernel)
@@ -426,16 +433,20 @@ class Counter:
         ):
             return None
         window = self._kernel_sum(step, layer, src.t, in_shape, out_shape) * per_in
-        # Padding commutes with summing channels: the mask's pending padding joins the layer's.
-        sums = [(term.c, self._mask_window(step, layer, _coarsen(term.mask, groups), term.pad))
-                for term in src.terms]  # fmt: skip
         bound = per_in * taps  # the largest value a window sum of a mask can take
+        # Window sums of masks in uint8 where they and their products with the counts of active
+        # outputs stay below 256 (integers: exact), else in float32 (below 2**24: exact).
+        small = bound * per_out < 256
+        # Padding commutes with summing channels: the mask's pending padding joins the layer's.
+        # Each window sum is laid out channels last.
+        sums = [(term.c, self._mask_window(step, layer, _coarsen(term.mask, groups), term.pad,
+                                           small)) for term in src.terms]  # fmt: skip
         dims = tuple(range(1, nd + 2))
         if last:
             self.active_fraction[step.name] = 1.0
             total = window.sum(dim=dims) * groups
             for c, w in sums:
-                total = total + c * _exact_sum(w, bound)
+                total = total + c * (_integer_sum(w, bound) if small else _exact_sum(w, bound))
             return None, src.s + (total * per_out).log()
         # An upper bound of the largest F (exact maximum not needed: any positive scale is).
         peak = window.amax(dim=dims)
@@ -452,12 +463,18 @@ class Counter:
         # exp(-s) per inactive output.
         summed = window * (groups // need)
         for c, w in sums:
-            summed = summed + _per_sample(c, nd + 2) * _coarsen(w, need).to(torch.float64)
+            by_need = _group_sum(w, need, bound).to(torch.float64)
+            summed = summed + _per_sample(c, nd + 2) * by_need
         reached = (window * active).sum(dim=dims)
         if sums:
-            active_f = _as(active_g, torch.float32)
+            # Channels last like the window sums: the products are runs of whole positions.
+            weight = _channels_last(active_g, torch.uint8 if small else torch.float32)
         for c, w in sums:  # integer products and sums: exact
-            reached = reached + c * _exact_sum(w.mul_(active_f), bound * per_out)
+            product = torch.mul(w, weight)
+            if small:
+                reached = reached + c * _integer_sum(product, 255)
+            else:
+                reached = reached + c * _exact_sum(product, bound * per_out)
         contribution = src.s + reached.log()
         inv = _per_sample(per_out / peak, nd + 2)
         start = _per_sample(torch.exp(-s), nd + 2)
@@ -466,20 +483,25 @@ class Counter:
         return Counts(torch.addcmul(summed * inv, inactive, start), s), contribution
 
     def _mask_window(
-        self, step: Step, layer: Layer, n: torch.Tensor, pending: tuple[int, ...]
+        self, step: Step, layer: Layer, n: torch.Tensor, pending: tuple[int, ...], small: bool
     ) -> torch.Tensor:
         """Per channel of ``n`` (a mask, or small integer counts) zero-padded by ``pending``
-        (``F.pad`` order), the sum over the layer's window: float32 additions of integers below
-        2**24, exact. Padding is only an offset here (positions outside add nothing); a float32
-        convolution would round nothing either, but oneDNN's depthwise kernel copies its input
-        into a blocked layout first, several times slower than these additions on CPU."""
+        (``F.pad`` order), the sum over the layer's window, channels last: additions of
+        integers in uint8 (``small``: every sum below 256) or float32 (below 2**24), exact
+        either way. Padding is only an offset here (positions outside add nothing).
+
+        Channels last, each tap adds runs of whole positions (all their channels); with the
+        channels first, a small image's rows are short runs, each a separate inner loop. A
+        float32 convolution would round nothing either, but oneDNN's depthwise kernel copies its
+        input into a blocked layout first, several times slower than these additions on CPU."""
         nd = len(layer.kernel)
         left = [pair[0] for pair in _pad_pairs(layer)]
         for i in range(len(pending) // 2):  # F.pad lists the last dimension first
             left[nd - 1 - i] += pending[2 * i]
         out_size = self.shapes[step.index][2:]
-        return _window_sum(_as(n, torch.float32), layer.kernel, layer.stride, left,
-                           layer.dilation, out_size)  # fmt: skip
+        last = _channels_last(n, torch.uint8 if small else torch.float32)
+        return _window_sum(last, layer.kernel, layer.stride, left, layer.dilation, out_size,
+                           first=1)  # fmt: skip
 
     def _kernel_sum(
         self, step: Step, layer: Layer, summed: torch.Tensor, in_shape: tuple[int, ...],
@@ -946,9 +968,10 @@ def _pad_pairs(layer: Layer) -> list[tuple[int, int]]:
 
 def _window_sum(
     t: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], left: Sequence[int],
-    dilation: Sequence[int], out_size: Sequence[int],
+    dilation: Sequence[int], out_size: Sequence[int], first: int = 2,
 ) -> torch.Tensor:  # fmt: skip
-    """Per channel, ``out[i] = sum over taps j of t[i * stride - left + j * dilation]``.
+    """Per channel, ``out[i] = sum over taps j of t[i * stride - left + j * dilation]``, with
+    the spatial dims from ``first`` on (1: channels last).
 
     The sum over every window of an all-ones kernel, a pooling window or a convolution's
     receptive field, with positions outside the input (padding, or past it in ceil mode)
@@ -956,7 +979,7 @@ def _window_sum(
     (float64 convolutions and pooling are slow on CPU, and no padded copy is made).
     """
     for axis, (k, s, p, d, o) in enumerate(zip(kernel, stride, left, dilation, out_size)):
-        dim = 2 + axis
+        dim = first + axis
         size = t.shape[dim]
         if k == 1 and s == 1 and p == 0 and o == size:
             continue  # a 1x1 window: every position routes to itself
@@ -974,6 +997,35 @@ def _window_sum(
             out.narrow(dim, lo, hi - lo + 1).add_(t[tuple(index)])
         t = out
     return t
+
+
+def _channels_last(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` with dimension 1 moved last, contiguous, in ``dtype`` (booleans as 0 / 1): one
+    copy that transposes and converts."""
+    moved = (t.view(torch.uint8) if t.dtype == torch.bool else t).movedim(1, -1)
+    return torch.empty(moved.shape, dtype=dtype, device=t.device).copy_(moved)
+
+
+def _group_sum(w: torch.Tensor, groups: int, bound: int) -> torch.Tensor:
+    """Channels-last ``w`` (channels on the last dimension) summed into ``groups`` contiguous
+    groups of channels, moved to dimension 1, exactly: integers (at most ``bound`` each) in
+    int32, or int64 beyond its range; float32 values in float64."""
+    if w.shape[-1] != groups:
+        split = w.reshape(*w.shape[:-1], groups, w.shape[-1] // groups)
+        if w.is_floating_point():
+            w = split.sum(dim=-1, dtype=torch.float64)
+        else:
+            wide = bound * split.shape[-1] >= 2**31
+            w = split.sum(dim=-1, dtype=torch.int64 if wide else torch.int32)
+    return w.movedim(-1, 1)
+
+
+def _integer_sum(t: torch.Tensor, bound: int) -> torch.Tensor:
+    """Per sample, the exact sum (float64) of an integer tensor with values in ``[0, bound]``:
+    in int32 where the total stays below 2**31, else in int64."""
+    dims = tuple(range(1, t.dim()))
+    wide = bound * math.prod(t.shape[1:]) >= 2**31
+    return t.sum(dim=dims, dtype=torch.int64 if wide else torch.int32).to(torch.float64)
 
 
 def _scatter_window_sum(
