@@ -31,7 +31,7 @@ from emergeinit.bench.labels import label
 from emergeinit.bench.report import EMERGENCE_INITS, answer_of
 from emergeinit.bench.store import FINISHED
 from emergeinit.bench.study import StudyDir
-from emergeinit.bench.verdict import PairedSample, Verdict, judge_family
+from emergeinit.bench.verdict import PairedSample, Verdict, judge_family, points_scale
 
 Row = dict[str, Any]
 
@@ -62,7 +62,7 @@ def verdict_cell(v: Verdict | None) -> str:
     if v is None:
         return "–"
     if v.word == "equivalent":
-        return f"equivalent (±{100 * v.margin:g})"
+        return f"equivalent (±{points_scale(v.metric) * v.margin:g})"
     if v.word != "inconclusive":
         return v.word
     if v.seeds_needed is not None:
@@ -353,13 +353,14 @@ def verdict_grid(rows: list[Row], cfg: dict[str, Any], baseline: str, metric: st
     grid: dict[tuple[str, str, float], dict[str, str]] = {}
     for e in entries:
         v, key = e.verdict, (e.config["model"], e.config["optimizer"], e.config["lr"])
-        cell = "–" if v.mean_diff is None else f"{100 * v.mean_diff:+.2f}"
+        k = points_scale(metric)
+        cell = "–" if v.mean_diff is None else f"{k * v.mean_diff:+.2f}"
         if v.ci is not None:
-            cell += f" [{100 * v.ci[0]:+.2f}, {100 * v.ci[1]:+.2f}]"
+            cell += f" [{k * v.ci[0]:+.2f}, {k * v.ci[1]:+.2f}]"
         grid.setdefault(key, {})[e.init] = f"{cell} {verdict_cell(v)}"
     n = len({r["seed"] for r in rows})
     print(
-        f"{metric}: difference vs {baseline} in points [95% CI] and verdict, paired by seed "
+        f"{metric}: difference vs {baseline} [95% CI] and verdict, paired by seed "
         f"({n} seeds; Holm over the study's {len(answer.entries)} comparisons)\n"
     )
     print("| model | optimizer | lr | " + " | ".join(columns) + " |")

@@ -125,7 +125,7 @@ def test_verdict_grid_is_the_answer_on_one_metric(study: Path) -> None:
         if e.verdict.metric == "test_acc_final"
     }
     lines = table(study, "verdicts")
-    assert lines[0].startswith("test_acc_final: difference vs kaiming")
+    assert lines[0].startswith("test_acc_final: difference vs kaiming [95% CI]")
     (header,) = [line for line in lines if line.startswith("| model |")]
     assert header == "| model | optimizer | lr | emergence α=1.5 |"
     cells = rows_of(lines, "mlp:16-8-4")
