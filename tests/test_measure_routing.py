@@ -359,13 +359,17 @@ def build(spec: list[tuple[Any, ...]], shape: tuple[int, ...], functional: bool)
     return net
 
 
-def random_decoder_equals_explicit_graph(
-    case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int, functional: bool
+def random_net_equals_explicit_graph(
+    case: tuple[list[tuple[Any, ...]], tuple[int, ...]],
+    seed: int,
+    functional: bool,
+    capture: str = "fx",
 ) -> None:
+    """A network built from a drawn spec measures as its explicit neuron graph counts."""
     spec, shape = case
     torch.manual_seed(seed)
     net = build(spec, shape, functional).eval()
-    check(net, shape, torch.randn(3, *shape), capture="fx")
+    check(net, shape, torch.randn(3, *shape), capture=capture)
 
 
 @settings(BASE, max_examples=15)
@@ -373,7 +377,7 @@ def random_decoder_equals_explicit_graph(
 def test_random_decoders_equal_explicit_graph(
     case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int, functional: bool
 ) -> None:
-    random_decoder_equals_explicit_graph(case, seed, functional)
+    random_net_equals_explicit_graph(case, seed, functional)
 
 
 @pytest.mark.slow
@@ -382,7 +386,7 @@ def test_random_decoders_equal_explicit_graph(
 def test_many_random_decoders_equal_explicit_graph(
     case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int, functional: bool
 ) -> None:
-    random_decoder_equals_explicit_graph(case, seed, functional)
+    random_net_equals_explicit_graph(case, seed, functional)
 
 
 @settings(BASE, max_examples=15)
@@ -390,10 +394,7 @@ def test_many_random_decoders_equal_explicit_graph(
 def test_random_modern_cnns_equal_explicit_graph(
     case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int
 ) -> None:
-    spec, shape = case
-    torch.manual_seed(seed)
-    net = build(spec, shape, False).eval()
-    check(net, shape, torch.randn(3, *shape), capture="fx")
+    random_net_equals_explicit_graph(case, seed, False)
 
 
 @pytest.mark.slow
@@ -402,10 +403,7 @@ def test_random_modern_cnns_equal_explicit_graph(
 def test_many_random_modern_cnns_equal_explicit_graph(
     case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int, functional: bool
 ) -> None:
-    spec, shape = case
-    torch.manual_seed(seed)
-    net = build(spec, shape, functional).eval()
-    check(net, shape, torch.randn(3, *shape), capture="fx")
+    random_net_equals_explicit_graph(case, seed, functional)
 
 
 @pytest.mark.slow
@@ -414,7 +412,4 @@ def test_many_random_modern_cnns_equal_explicit_graph(
 def test_random_decoders_read_by_export_equal_explicit_graph(
     case: tuple[list[tuple[Any, ...]], tuple[int, ...]], seed: int
 ) -> None:
-    spec, shape = case
-    torch.manual_seed(seed)
-    net = build(spec, shape, True).eval()
-    check(net, shape, torch.randn(3, *shape), capture="export")
+    random_net_equals_explicit_graph(case, seed, True, capture="export")
