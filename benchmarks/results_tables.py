@@ -153,33 +153,6 @@ def lr_grid(rows: list[Row]) -> None:
             print(f"| {label(ms[0])} | " + " | ".join(cells) + " |")
 
 
-def held_out_pair(
-    rows: list[Row],
-    keys: tuple[str, ...],
-    sel: stats.Selection,
-    baseline: str,
-    metric: str,
-    held: list[int],
-) -> tuple[list[Any], list[Any]]:
-    """The held-out values of a selection's pick and of the baseline at its own pick, paired
-    by seed (the data behind ``sel.vs_baseline``)."""
-    group = dict(zip(keys, sel.group, strict=True))
-    mine = stats.by_seed(
-        [r for r in rows if all(r[k] == v for k, v in group.items()) and r["lr"] == sel.choice],
-        metric,
-    )
-    theirs = stats.by_seed(
-        [
-            r for r in rows
-            if r["init"] == baseline and r["lr"] == sel.baseline_choice
-            and all(r[k] == group[k] for k in ("dataset", "model", "optimizer"))
-        ],
-        metric,
-    )  # fmt: skip
-    seeds = [s for s in held if s in mine and s in theirs]
-    return [mine[s] for s in seeds], [theirs[s] for s in seeds]
-
-
 def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
     chosen, held = stats.split_seeds([r["seed"] for r in rows], cfg["stats"]["select_seeds"])
     pair = ("dataset", "model", "optimizer")
@@ -194,8 +167,8 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
         tables.append((metric, sels))
     # One Holm family: every held-out comparison of the table, both metrics.
     samples = [
-        PairedSample(metric, *held_out_pair(rows, keys, sel, baseline, metric, held))
-        for metric, sels in tables for sel in sels if sel.vs_baseline
+        PairedSample(metric, *sel.held_out_pairs)
+        for metric, sels in tables for sel in sels if sel.held_out_pairs
     ]  # fmt: skip
     verdicts = iter(judge(cfg, samples))
     for metric, sels in tables:
@@ -277,22 +250,13 @@ def alpha_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
         for sel in stats.select_best(
             emergence, keys, "alpha", select_metric=cfg["stats"]["select_metric"],
             report_metric=metric, selection_seeds=chosen, held_out_seeds=held,
+            baseline_rows=lambda gkey: baselines.get(gkey[: len(stats.SETTING)], []),
         ):  # fmt: skip
-            group = dict(zip(keys, sel.group, strict=True))
-            picked = stats.by_seed(
-                [
-                    r for r in emergence
-                    if all(r[k] == v for k, v in group.items()) and r["alpha"] == sel.choice
-                ],
-                metric,
-            )  # fmt: skip
-            base = stats.by_seed(baselines.get(sel.group[: len(stats.SETTING)], []), metric)
-            seeds = [s for s in held if s in picked and s in base]
-            if not seeds:
+            if not sel.held_out_pairs:
                 continue
-            mine, theirs = [picked[s] for s in seeds], [base[s] for s in seeds]
+            mine, theirs = sel.held_out_pairs
             samples.append(PairedSample(metric, mine, theirs))
-            row = group | {"alpha": sel.choice}
+            row = dict(zip(keys, sel.group, strict=True)) | {"alpha": sel.choice}
             lines.append(
                 f"| {row['model']} | {row['optimizer']} lr {row['lr']:g} | {label(row)} | "
                 f"{metric} | "

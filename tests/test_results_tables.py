@@ -131,3 +131,23 @@ def test_verdict_grid_is_the_answer_on_one_metric(study: Path) -> None:
     cells = rows_of(lines, "mlp:16-8-4")
     seen = {float(c[2]): c[3].split(" [", 1)[1].split("] ", 1)[1].split(" (")[0] for c in cells}
     assert seen == expected and len(seen) == 2
+
+
+@pytest.mark.slow
+def test_report_gives_the_held_out_tables_their_verdicts(study: Path) -> None:
+    from emergeinit.bench.cli import run_report
+
+    assert run_report(study, quiet=True) == 0
+    report = (study / "report.md").read_text()
+    section = report.split("## Learning rate tuned per init", 1)[1].split("\n## ", 1)[0]
+    header = next(line for line in section.splitlines() if line.startswith("| setting"))
+    assert header.endswith("| verdict (Holm over this table) |")
+    rows = [
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in section.splitlines()
+        if line.startswith("| ") and " | emergence α=1.5 | " in line
+    ]
+    words = {cells[2]: cells[-1] for cells in rows}
+    assert words == {"test_acc_epoch1": "equivalent (±0.5 points)", "test_acc_final": "better"}
+    alpha = report.split("## Best alpha", 1)[1].split("\n## ", 1)[0]
+    assert "| verdict (Holm over this table) |" in alpha

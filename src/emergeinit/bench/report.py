@@ -29,7 +29,7 @@ from .markdown import summary as _summary
 from .markdown import table as _table
 from .store import FINISHED, SIDE_NAME, Results
 from .study import StudyDir
-from .verdict import MIN_SEEDS, PairedSample, judge_family
+from .verdict import MIN_SEEDS, PairedSample, Verdict, format_margin, judge_family
 
 Row = dict[str, Any]
 
@@ -365,7 +365,7 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             f" reported on held-out seeds {held} only, paired with {baseline} on those seeds.",
             "",
         ]
-        table = []
+        table, picks = [], []
         for m in report_metrics:
             for sel in stats.select_best(
                 emergence, keys, "alpha", select_metric=metric, report_metric=m,
@@ -374,6 +374,9 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
             ):  # fmt: skip
                 row = dict(zip(keys, sel.group, strict=True)) | {"alpha": sel.choice}
                 table.append(_selection_cells(row, m, sel))
+                picks.append((m, sel))
+        for cells, word in zip(table, _held_out_verdicts(cfg, picks), strict=True):
+            cells.append(word)
         out += _table(
             [
                 "setting",
@@ -384,6 +387,7 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
                 f"{baseline} held-out",
                 "diff [CI]",
                 "p (uncorrected)",
+                "verdict (Holm over this table)",
             ],
             table,
         )
@@ -391,7 +395,7 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
     if any(len(lrs) > 1 for lrs in grid.values()):
         pair_keys = ("dataset", "model", "optimizer")
         keys = (*pair_keys, *stats.INIT_KEYS)
-        table = []
+        table, picks = [], []
         for m in report_metrics:
             for sel in stats.select_best_vs_baseline(
                 rows, keys, "lr", baseline, pair_keys=pair_keys, select_metric=metric,
@@ -402,6 +406,9 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
                 if sel.baseline_choice is not None and sel.baseline is not None:
                     cells[5] = f"{cells[5]} (lr={sel.baseline_choice:g})"
                 table.append(cells)
+                picks.append((m, sel))
+        for cells, word in zip(table, _held_out_verdicts(cfg, picks), strict=True):
+            cells.append(word)
         out += [
             "## Learning rate tuned per init (validation-chosen, held-out seeds)",
             "",
@@ -420,6 +427,7 @@ def _selection_section(cfg: dict[str, Any], rows: list[Row], baseline: str) -> l
                     f"{baseline} at its best lr, held-out",
                     "diff [CI]",
                     "p (uncorrected)",
+                    "verdict (Holm over this table)",
                 ],
                 table,
             ),
@@ -486,6 +494,32 @@ def _emergence_section(cfg: dict[str, Any], rows: list[Row]) -> list[str]:
             table,
         ),
     ]
+
+
+def verdict_words(v: Verdict) -> str:
+    """A verdict in a few words: ``worse``, ``equivalent (±0.5 points)``, ``inconclusive
+    (needs 12 seeds)`` or ``inconclusive (2 seeds)``."""
+    if v.word == "equivalent":
+        return f"equivalent ({format_margin(v.margin, v.metric)})"
+    if v.word != "inconclusive":
+        return v.word
+    if v.seeds_needed is not None:
+        return f"inconclusive (needs {v.seeds_needed} seeds)"
+    return f"inconclusive ({v.seeds_note or v.detail})"
+
+
+def _held_out_verdicts(
+    cfg: dict[str, Any], picks: list[tuple[str, stats.Selection]]
+) -> list[str]:
+    """The verdicts of a held-out selection table (each pick's held-out values against the
+    baseline's on the same seeds), one Holm family over the table; "–" where nothing is
+    paired (the baseline itself). Seeds needed count held-out seeds."""
+    st = cfg["stats"]
+    samples = [PairedSample(m, *sel.held_out_pairs) for m, sel in picks if sel.held_out_pairs]
+    verdicts = iter(
+        judge_family(samples, margins=st["margin"], confidence=st["confidence"], power=st["power"])
+    )
+    return [verdict_words(next(verdicts)) if sel.held_out_pairs else "–" for _, sel in picks]
 
 
 def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> list[str]:

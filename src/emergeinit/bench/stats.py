@@ -193,6 +193,8 @@ class Selection:
     baseline: Summary | None  # the baseline on the same held-out seeds, if any
     vs_baseline: Paired | None
     baseline_choice: Any = None  # the baseline's own chosen value (select_best_vs_baseline)
+    # The held-out values behind vs_baseline, paired by seed: (this group's, the baseline's).
+    held_out_pairs: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 def split_seeds(seeds: Iterable[int], select_seeds: int) -> tuple[list[int], list[int]]:
@@ -240,14 +242,16 @@ def select_best(
         picked = by_seed([r for r in members if r[choice_key] == best[1]], report_metric)
         seeds = [s for s in held if s in picked]
         held_summary = summarize([picked[s] for s in seeds], confidence)
-        base_summary = vs = None
+        base_summary = vs = pairs = None
         if baseline_rows is not None:
             base = by_seed(baseline_rows(gkey), report_metric)
             common = [s for s in seeds if s in base]
             if common:
-                base_summary = summarize([base[s] for s in common], confidence)
-                vs = paired([picked[s] for s in common], [base[s] for s in common], confidence)
-        out.append(Selection(gkey, best[1], best[0], held_summary, base_summary, vs))
+                pairs = (tuple(picked[s] for s in common), tuple(base[s] for s in common))
+                base_summary = summarize(pairs[1], confidence)
+                vs = paired(pairs[0], pairs[1], confidence)
+        selection = Selection(gkey, best[1], best[0], held_summary, base_summary, vs)
+        out.append(replace(selection, held_out_pairs=pairs))
     return out
 
 
@@ -310,6 +314,7 @@ def select_best_vs_baseline(
                 sel,
                 baseline=None if mine else sel.baseline,
                 vs_baseline=None if mine else sel.vs_baseline,
+                held_out_pairs=None if mine else sel.held_out_pairs,
                 baseline_choice=best_base.get(pair_key(sel.group)),
             )
         )
