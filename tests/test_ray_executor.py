@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from helpers import damaged_fashion_mnist
+from helpers import damaged_fashion_mnist, execute_run_in_a_fresh_process
 
 from emergeinit.bench import config
 from emergeinit.bench.cli import run_bench
-from emergeinit.bench.runner import execute_run
 from emergeinit.bench.study import expand
 
 TIMING = {"seconds", "wall_seconds", "init_seconds", "train_seconds"}
@@ -77,12 +75,8 @@ def _holders(lock: Path) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_worker_is_retried_and_resumes(tmp_path: Path, ray_instance: Any) -> None:
     (run,) = expand(config.load("smoke", LONG))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the Ray task (1 CPU -> 1 thread)
-    try:
-        reference = execute_run(run, tmp_path / "ref")
-    finally:
-        torch.set_num_threads(previous)
+    # In a fresh process with one thread, as the Ray task runs it (1 CPU -> 1 thread).
+    reference = execute_run_in_a_fresh_process(run, tmp_path / "ref", threads=1)
 
     study = tmp_path / "study"
     folder = (study / "runs" / run["run_id"]).resolve()
