@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from emergeinit.bench import stats
+from emergeinit.bench.answer import verdict_phrase
 from emergeinit.bench.labels import label
-from emergeinit.bench.report import EMERGENCE_INITS, answer_of
+from emergeinit.bench.report import EMERGENCE_INITS, answer_of, judge_in_study
 from emergeinit.bench.store import FINISHED
 from emergeinit.bench.study import StudyDir
-from emergeinit.bench.verdict import PairedSample, Verdict, judge_family, points_scale
+from emergeinit.bench.verdict import PairedSample, Verdict, points_scale
 
 Row = dict[str, Any]
 
@@ -57,17 +58,8 @@ def model_name(row: Row) -> str:
 
 
 def verdict_cell(v: Verdict | None) -> str:
-    """The verdict in words, with what qualifies it: the margin of an equivalence, the seeds
-    an inconclusive comparison would need (or why it cannot say)."""
-    if v is None:
-        return "–"
-    if v.word == "equivalent":
-        return f"equivalent (±{points_scale(v.metric) * v.margin:g})"
-    if v.word != "inconclusive":
-        return v.word
-    if v.seeds_needed is not None:
-        return f"inconclusive (needs {v.seeds_needed} seeds)"
-    return f"inconclusive ({v.seeds_note or v.detail})"
+    """The verdict in words (the margin without its unit: every table here is in points)."""
+    return "–" if v is None else verdict_phrase(v, margin_unit=False)
 
 
 def accuracy(rows: list[Row], cfg: dict[str, Any], baseline: str) -> None:
@@ -170,7 +162,7 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
         PairedSample(metric, *sel.held_out_pairs)
         for metric, sels in tables for sel in sels if sel.held_out_pairs
     ]  # fmt: skip
-    verdicts = iter(judge(cfg, samples))
+    verdicts = iter(judge_in_study(cfg, samples))
     for metric, sels in tables:
         print(
             f"\n{metric}: lr chosen per init by {cfg['stats']['select_metric']} on seeds "
@@ -191,14 +183,6 @@ def lr_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
                 f"{diff(vs) if vs else '–'} | {pv(vs.p) if vs else '–'} | "
                 f"{verdict_cell(next(verdicts)) if vs else '–'} |"
             )
-
-
-def judge(cfg: dict[str, Any], samples: list[PairedSample]) -> list[Verdict]:
-    """One Holm family over a table's comparisons, at the study's confidence, margins, power."""
-    st = cfg["stats"]
-    return judge_family(
-        samples, margins=st["margin"], confidence=st["confidence"], power=st["power"]
-    )
 
 
 def weights_vs_rates(rows: list[Row], cfg: dict[str, Any], metric: str = "test_acc_final") -> None:
@@ -233,7 +217,7 @@ def weights_vs_rates(rows: list[Row], cfg: dict[str, Any], metric: str = "test_a
         "verdict (Holm over the table) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for line, v in zip(lines, judge(cfg, samples), strict=True):
+    for line, v in zip(lines, judge_in_study(cfg, samples), strict=True):
         print(f"{line} {verdict_cell(v)} |")
 
 
@@ -272,7 +256,7 @@ def alpha_best(rows: list[Row], baseline: str, cfg: dict[str, Any]) -> None:
         "Δ [95% CI] | verdict (Holm over the table) |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for line, v in zip(lines, judge(cfg, samples), strict=True):
+    for line, v in zip(lines, judge_in_study(cfg, samples), strict=True):
         print(f"{line} {verdict_cell(v)} |")
 
 

@@ -498,21 +498,27 @@ def _apply(
     raise AssertionError(kind)
 
 
+def _grouped_channels(
+    graph: Graph, state: np.ndarray, cout: int, g: int, layer: list[int]
+) -> np.ndarray:
+    """Channel granularity of a (transposed) convolution with ``g`` groups: each output
+    channel reads every input channel of its group."""
+    in_group, out_group = state.shape[0] // g, cout // g
+    out = _new_array([cout])
+    for o in range(cout):
+        group = o // out_group
+        members = [state[c] for c in range(group * in_group, (group + 1) * in_group)]
+        out[o] = _emit(graph, _merge(members), layer)
+    return out
+
+
 def _conv(
     graph: Graph, state: np.ndarray, cout: int, k: int, s: int, p: int, d: int, g: int,
     layer: list[int], channel: bool,
 ) -> np.ndarray:  # fmt: skip
-    cin = state.shape[0]
-    in_group, out_group = cin // g, cout // g
     if channel:
-        out = _new_array([cout])
-        for o in range(cout):
-            group = o // out_group
-            out[o] = _emit(
-                graph, _merge([state[c] for c in range(group * in_group, (group + 1) * in_group)]),
-                layer,
-            )  # fmt: skip
-        return out
+        return _grouped_channels(graph, state, cout, g, layer)
+    in_group, out_group = state.shape[0] // g, cout // g
     spatial = state.shape[1:]
     out_spatial = [conv_size(n, k, s, p, d) for n in spatial]
     out = _new_array([cout, *out_spatial])
@@ -534,15 +540,9 @@ def _conv_transpose(
     layer: list[int], channel: bool,
 ) -> np.ndarray:  # fmt: skip
     """Each input position i feeds output i * s - p + j * d through kernel tap j (in range)."""
-    cin = state.shape[0]
-    in_group, out_group = cin // g, cout // g
     if channel:
-        out = _new_array([cout])
-        for o in range(cout):
-            group = o // out_group
-            members = [state[c] for c in range(group * in_group, (group + 1) * in_group)]
-            out[o] = _emit(graph, _merge(members), layer)
-        return out
+        return _grouped_channels(graph, state, cout, g, layer)
+    in_group, out_group = state.shape[0] // g, cout // g
     spatial = state.shape[1:]
     out_spatial = [(n - 1) * s - 2 * p + d * (k - 1) + op + 1 for n in spatial]
     gathered: dict[tuple[int, ...], list[Counter[int]]] = {

@@ -118,6 +118,20 @@ def _verdict_cell(v: Verdict) -> str:
     return f"{v.word} ({v.detail})" if v.degenerate else v.word
 
 
+def verdict_phrase(v: Verdict, *, margin_unit: bool = True) -> str:
+    """A verdict in a few words, with what qualifies it: ``worse``, ``equivalent (±0.5
+    points)`` (``(±0.5)`` without ``margin_unit``), ``inconclusive (needs 12 seeds)`` or
+    ``inconclusive (2 seeds)``."""
+    if v.word == "equivalent":
+        margin = format_margin(v.margin, v.metric)
+        return f"equivalent ({margin if margin_unit else margin.split()[0]})"
+    if v.word != "inconclusive":
+        return v.word
+    if v.seeds_needed is not None:
+        return f"inconclusive (needs {v.seeds_needed} seeds)"
+    return f"inconclusive ({v.seeds_note or v.detail})"
+
+
 def _seeds_cell(v: Verdict) -> str:
     if v.word != "inconclusive":
         return NOT_APPLICABLE
@@ -343,4 +357,5 @@ __all__ = [
     "answer_table",
     "metric_label",
     "print_answer",
+    "verdict_phrase",
 ]

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import stats, tasks
-from .answer import AnswerEntry, answer_markdown
+from .answer import AnswerEntry, answer_markdown, verdict_phrase
 from .config import learning_rates, optimizers
 from .files import atomic_write_text
 from .inits import DESCRIPTIONS
@@ -29,7 +30,7 @@ from .markdown import summary as _summary
 from .markdown import table as _table
 from .store import FINISHED, SIDE_NAME, Results
 from .study import StudyDir
-from .verdict import MIN_SEEDS, PairedSample, Verdict, format_margin, judge_family
+from .verdict import MIN_SEEDS, PairedSample, Verdict, judge_family
 
 Row = dict[str, Any]
 
@@ -130,6 +131,15 @@ def _baseline_label(cfg: dict[str, Any], plugin_info: dict[str, Any]) -> str:
     return str(plugin_info.get("init", {}).get(name, {}).get("label", name)) if name else ""
 
 
+def judge_in_study(cfg: dict[str, Any], samples: Sequence[PairedSample]) -> list[Verdict]:
+    """Verdicts for one Holm family of comparisons at the study's ``[stats]`` confidence,
+    margins and power."""
+    st = cfg["stats"]
+    return judge_family(
+        samples, margins=st["margin"], confidence=st["confidence"], power=st["power"]
+    )
+
+
 def answer_of(
     cfg: dict[str, Any], rows: list[Row], plugin_info: dict[str, Any] | None = None
 ) -> StudyAnswer:
@@ -160,9 +170,7 @@ def answer_of(
         theirs = {r["seed"]: r.get(c.metric) for r in baselines[c.config[: len(stats.SETTING)]]}
         seeds = sorted(set(mine) & set(theirs))
         samples.append(PairedSample(c.metric, [mine[k] for k in seeds], [theirs[k] for k in seeds]))
-    verdicts = judge_family(
-        samples, margins=cfg["stats"]["margin"], confidence=conf, power=cfg["stats"]["power"]
-    )
+    verdicts = judge_in_study(cfg, samples)
     entries = []
     for c, v in zip(comps, verdicts, strict=True):
         config = dict(zip(stats.CONFIG, c.config, strict=True))
@@ -496,30 +504,15 @@ def _emergence_section(cfg: dict[str, Any], rows: list[Row]) -> list[str]:
     ]
 
 
-def verdict_words(v: Verdict) -> str:
-    """A verdict in a few words: ``worse``, ``equivalent (±0.5 points)``, ``inconclusive
-    (needs 12 seeds)`` or ``inconclusive (2 seeds)``."""
-    if v.word == "equivalent":
-        return f"equivalent ({format_margin(v.margin, v.metric)})"
-    if v.word != "inconclusive":
-        return v.word
-    if v.seeds_needed is not None:
-        return f"inconclusive (needs {v.seeds_needed} seeds)"
-    return f"inconclusive ({v.seeds_note or v.detail})"
-
-
 def _held_out_verdicts(
     cfg: dict[str, Any], picks: list[tuple[str, stats.Selection]]
 ) -> list[str]:
     """The verdicts of a held-out selection table (each pick's held-out values against the
     baseline's on the same seeds), one Holm family over the table; "–" where nothing is
     paired (the baseline itself). Seeds needed count held-out seeds."""
-    st = cfg["stats"]
     samples = [PairedSample(m, *sel.held_out_pairs) for m, sel in picks if sel.held_out_pairs]
-    verdicts = iter(
-        judge_family(samples, margins=st["margin"], confidence=st["confidence"], power=st["power"])
-    )
-    return [verdict_words(next(verdicts)) if sel.held_out_pairs else "–" for _, sel in picks]
+    verdicts = iter(judge_in_study(cfg, samples))
+    return [verdict_phrase(next(verdicts)) if sel.held_out_pairs else "–" for _, sel in picks]
 
 
 def _selection_cells(row: dict[str, Any], metric: str, sel: stats.Selection) -> list[str]:

@@ -250,8 +250,11 @@ def select_best(
                 pairs = (tuple(picked[s] for s in common), tuple(base[s] for s in common))
                 base_summary = summarize(pairs[1], confidence)
                 vs = paired(pairs[0], pairs[1], confidence)
-        selection = Selection(gkey, best[1], best[0], held_summary, base_summary, vs)
-        out.append(replace(selection, held_out_pairs=pairs))
+        out.append(
+            Selection(
+                gkey, best[1], best[0], held_summary, base_summary, vs, held_out_pairs=pairs
+            )
+        )
     return out
 
 

@@ -116,28 +116,26 @@ REASONS = {
 
 def classify_module(module: nn.Module) -> tuple[str, str]:
     """(kind, reason for a refusal) of a module fx kept whole."""
-    if isinstance(module, WEIGHT_MODULES):
-        return "weight", ""
-    if isinstance(module, NONLIN_MODULES):
-        return "nonlin", ""
-    if isinstance(module, IDENTITY_MODULES):
-        return "identity", ""
-    if isinstance(module, MAX_POOL_MODULES + AVG_POOL_MODULES):
-        return "pool", ""
-    if isinstance(module, ADAPTIVE_MODULES):
-        return "adaptive", ""
-    if isinstance(module, RESHAPE_MODULES):
-        return "reshape", ""
-    if isinstance(module, UPSAMPLE_MODULES):
-        return "upsample", ""
-    if isinstance(module, PAD_MODULES):
-        return "pad", ""
-    if isinstance(module, TERMINAL_MODULES):
-        return "terminal", ""
+    for classes, kind in _MODULE_KINDS:
+        if isinstance(module, classes):
+            return kind, ""
     for cls, reason in REFUSED_MODULES.items():
         if isinstance(module, cls):
             return "unsupported", REASONS[reason]
     return "unsupported", ""
+
+
+_MODULE_KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
+    (WEIGHT_MODULES, "weight"),
+    (NONLIN_MODULES, "nonlin"),
+    (IDENTITY_MODULES, "identity"),
+    (MAX_POOL_MODULES + AVG_POOL_MODULES, "pool"),
+    (ADAPTIVE_MODULES, "adaptive"),
+    (RESHAPE_MODULES, "reshape"),
+    (UPSAMPLE_MODULES, "upsample"),
+    (PAD_MODULES, "pad"),
+    (TERMINAL_MODULES, "terminal"),
+)
 
 
 # --- torch functions and Tensor methods (torch.fx) -------------------------------------------
