@@ -3,7 +3,10 @@
 Two baselines, each measured in the same run, repeats interleaved, medians reported:
 
 1. ``forward``: the model's forward pass on the same batch under ``torch.no_grad()`` (target:
-   measuring costs at most 1.5x the forward; neuron granularity, default options). With
+   measuring costs at most 1.5x the forward; neuron granularity, default options). The measure
+   probes convolutional networks channels last on CPU (docs/measure.md, "Layout"), so for image
+   inputs the forward on the same batch laid out channels last is timed too (``fwd CL``), and
+   the measure's ratio to the faster of the two forwards is printed as well. With
    ``--baseline REF`` the measure of another git revision of emergeinit (extracted with
    ``git archive`` into a temporary directory and imported under another name) is timed in the
    same loop, so "before" and "after" share the machine's load; models it cannot measure show
@@ -143,6 +146,11 @@ def grouped(widths: list[int], groups: int, classes: int) -> nn.Sequential:
 def huggingface(name: str) -> nn.Module:
     import transformers as tf
 
+    if name == "mobilenet-224":  # the library's default configurations, at their image size
+        return tf.MobileNetV2ForImageClassification(tf.MobileNetV2Config())
+    if name == "convnext-224":
+        return tf.ConvNextForImageClassification(tf.ConvNextConfig())
+
     if name == "resnet":
         return tf.ResNetForImageClassification(tf.ResNetConfig(
             embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1], num_labels=10))
@@ -170,6 +178,10 @@ FORWARD_CASES: list[tuple[str, Callable[[], nn.Module], tuple[int, ...], str | N
      (32, 3, 64, 64), "pixel_values"),
     ("HF MobileNetV2 x0.5, pixel_values 64x64, batch 32", lambda: huggingface("mobilenet"),
      (32, 3, 64, 64), "pixel_values"),
+    ("HF MobileNetV2 (default config), 224x224, batch 8", lambda: huggingface("mobilenet-224"),
+     (8, 3, 224, 224), "pixel_values"),
+    ("HF ConvNeXt (default config: tiny), 224x224, batch 4",
+     lambda: huggingface("convnext-224"), (4, 3, 224, 224), "pixel_values"),
 ]  # fmt: skip
 
 # DP cases: small enough for an explicit networkx graph (a few 10^5 edges).
@@ -190,11 +202,14 @@ def forward_ratio(
 ) -> None:  # fmt: skip
     inputs: Any = {keyword: x} if keyword else x
 
-    def forward() -> None:
+    def forward(batch: torch.Tensor = x) -> None:
         with torch.no_grad():
-            model(**inputs) if keyword else model(inputs)
+            model(**{keyword: batch}) if keyword else model(batch)
 
+    last = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else None
     forward()
+    if last is not None:
+        forward(last)
     measure_emergence(model, inputs)  # warm: the graph capture is cached, as in a training loop
     if before is not None:
         try:
@@ -202,12 +217,17 @@ def forward_ratio(
         except Exception:  # the earlier version cannot measure this model
             before = None
     fwd: list[float] = []
+    fwd_cl: list[float] = []
     meas: list[float] = []
     old: list[float] = []
     for _ in range(repeats):
         start = time.perf_counter()
         forward()
         fwd.append(time.perf_counter() - start)
+        if last is not None:
+            start = time.perf_counter()
+            forward(last)
+            fwd_cl.append(time.perf_counter() - start)
         start = time.perf_counter()
         measure_emergence(model, inputs)
         meas.append(time.perf_counter() - start)
@@ -221,8 +241,14 @@ def forward_ratio(
     was = f"{median_ms(old) / f:5.2f}x" if old else "    -"
     best = min(meas) / min(fwd)
     was_best = f"{min(old) / min(fwd):5.2f}x" if old else "    -"
+    if fwd_cl:
+        fc = median_ms(fwd_cl)
+        cl = (f"fwd CL {fc:8.2f} ms  to the faster {m / min(f, fc):5.2f}x "
+              f"(min {min(meas) / min(fwd + fwd_cl):5.2f}x)")  # fmt: skip
+    else:
+        cl = f"{'':15}  to the faster {m / f:5.2f}x (min {best:5.2f}x)"
     print(f"{name:<52} forward {f:8.2f} ms  measure {m:8.2f} ms  ratio {m / f:5.2f}x "
-          f"(min {best:5.2f}x; <= 1.5)  before {was} (min {was_best})")  # fmt: skip
+          f"(min {best:5.2f}x; <= 1.5)  {cl}  before {was} (min {was_best})")  # fmt: skip
 
 
 def load_baseline(ref: str) -> Measure:

@@ -125,10 +125,34 @@ def test_integer_sums_switch_to_int64_beyond_int32() -> None:
     # 9e6 values of 255 per sample: 2.3e9, past int32 (2**31 - 1 = 2.1e9).
     values = torch.full((1, 9_000_000), 255, dtype=torch.uint8)
     assert counting._integer_sum(values, 255).tolist() == [255 * 9_000_000]
-    grouped = torch.full((2, 3, 8), 200, dtype=torch.uint8)  # channels last: 8 channels
-    got = counting._group_sum(grouped, 2, 200)
-    assert got.shape == (2, 2, 3)
-    assert got.unique().tolist() == [800]
+    # Folded as int64 words first (two slices of values up to 63): still past int32.
+    values = torch.full((1, 40_000_000), 63, dtype=torch.uint8)
+    assert counting._exact_total(values, 63).tolist() == [63 * 40_000_000]
+
+
+@pytest.mark.parametrize("bound", [1, 9, 63, 127, 255])
+def test_folded_uint8_totals_are_exact(bound: int) -> None:
+    # Folding adds k slices as int64 words, k * bound < 128: no byte carries into the next.
+    generator = torch.Generator().manual_seed(4)
+    for shape in [(3, 100, 16, 24), (2, 7, 95, 53), (4, 96, 16, 16)]:  # 2**16 and more
+        values = torch.randint(0, bound + 1, shape, generator=generator).to(torch.uint8)
+        want = values.to(torch.int64).sum(dim=tuple(range(1, len(shape)))).tolist()
+        assert counting._exact_total(values, bound).tolist() == want
+        top = torch.full(shape, bound, dtype=torch.uint8)  # every lane at its largest
+        assert counting._exact_total(top, bound).tolist() == [bound * top[0].numel()] * shape[0]
+
+
+def test_mask_counts_in_every_layout() -> None:
+    # Channels first with 8k values after the channels (int64 words), channels last (stride 1:
+    # one int32 sum) and anything else (uint8 slices), each past 127 channels.
+    generator = torch.Generator().manual_seed(5)
+    for shape in [(3, 300, 4, 4), (3, 300, 3, 3), (2, 130, 1, 8)]:
+        mask = torch.rand(shape, generator=generator) > 0.4
+        want = mask.to(torch.int64).sum(dim=1, keepdim=True)
+        for layout in (mask, mask.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(counting._count(layout, 1).to(torch.int64), want)
+    full = torch.ones(2, 1000, 2, 4, dtype=torch.bool)  # words: every lane at 127, then more
+    assert counting._count(full, 1).flatten().tolist() == [1000] * 16
 
 
 @pytest.mark.parametrize("multiplier", [2, 6])  # 7x7 windows: uint8 (98), float32 (294)

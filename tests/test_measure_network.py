@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import emergeinit.measure.capture as capture_module
+import emergeinit.measure.network as network_module
 import emergeinit.measure.structure as structure_module
 from emergeinit.errors import ConfigError, TracingError, UnsupportedModuleError
 from emergeinit.measure import EmergenceResult, measure_emergence
@@ -629,6 +630,94 @@ def test_caller_mode_is_used_and_state_is_restored() -> None:
     evaluated = measure_emergence(net, x)
     assert not net.training
     assert evaluated.active_fraction["0"] != pytest.approx(expected)
+
+
+def test_buffers_written_in_eval_mode_are_restored() -> None:
+    # Eval-mode BatchNorm buffers are not copied (PyTorch's norm layers only read them then);
+    # any other module's, or a norm subclass with its own forward, are restored.
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return x
+
+    class DriftingNorm(nn.BatchNorm2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.running_mean.add_(1.0)
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), DriftingNorm(3), Counting(),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)).eval()  # fmt: skip
+    before = copy.deepcopy(net.state_dict())
+    measure_emergence(net, torch.randn(6, 1, 4, 4), capture="fx")
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_convolutional_networks_are_probed_channels_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Integer weights and inputs: every activation is an integer whatever the summation order
+    # of either layout, so with tau between integers both layouts read the same activity.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+    )  # fmt: skip
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randint(-2, 3, p.shape))
+    x = torch.randint(-3, 4, (5, 3, 8, 8)).float()
+    mlp = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    layouts: list[bool] = []
+    run_probe = structure_module.Structure.run_probe
+
+    def spy(self: Any, *args: Any, channels_last: bool = False, **kwargs: Any) -> Any:
+        layouts.append(channels_last)
+        return run_probe(self, *args, channels_last=channels_last, **kwargs)
+
+    monkeypatch.setattr(structure_module.Structure, "run_probe", spy)
+    fast = measure_emergence(net, x, tau=0.5)
+    measure_emergence(mlp, torch.randn(3, 4))
+    assert layouts == [True, False]
+    monkeypatch.setattr(network_module, "_channels_last", lambda structure, call: False)
+    plain = measure_emergence(net, x, tau=0.5)
+    assert layouts[-1] is False
+    assert torch.isfinite(fast.log10_e).all()
+    torch.testing.assert_close(fast.log10_e, plain.log10_e, rtol=0, atol=1e-12)
+    assert fast.active_fraction == plain.active_fraction
+
+
+def test_a_model_that_needs_default_strides_is_measured_as_its_inputs_lie() -> None:
+    # Convolutional networks are probed channels last on CPU; ``view`` on such a value fails,
+    # and the probe falls back to the inputs' own layout, with the same result.
+    class Viewing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(2, 3, 3, padding=1), nn.Linear(3 * 5 * 5, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.conv(x))
+            return self.fc(h.view(h.shape[0], -1))
+
+    class Flattening(Viewing):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+    torch.manual_seed(0)
+    viewing = Viewing()
+    flattening = Flattening()
+    flattening.load_state_dict(viewing.state_dict())
+    x = torch.randn(4, 2, 5, 5)
+    with pytest.raises(RuntimeError, match="view"):
+        viewing(x.contiguous(memory_format=torch.channels_last))
+    got = measure_emergence(viewing, x)
+    want = measure_emergence(flattening, x)
+    torch.testing.assert_close(got.log10_e, want.log10_e, rtol=0, atol=1e-12)
+    assert got.active_fraction == want.active_fraction
 
 
 def test_mean_activity_gives_one_value_for_the_batch() -> None:

@@ -145,7 +145,8 @@ class _Tracer(fx.Tracer):
 
 def trace_fx(model: nn.Module) -> Captured:
     tracer = _Tracer()
-    graph = tracer.trace(model)
+    with untouched(model, ModelInputs((), {})):  # tracing runs forward() on real buffers
+        graph = tracer.trace(model)
     return Captured(fx.GraphModule(tracer.root, graph), "fx")
 
 
@@ -233,10 +234,12 @@ def remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
 
 
-def check_model(model: object) -> nn.Module:
+def check_model(model: object, tensors: list[torch.Tensor] | None = None) -> nn.Module:
+    """``model`` if it is a module with values (``tensors``: its :func:`own_tensors`, if at
+    hand)."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if not any(t is not None and t.is_meta for t in own_tensors(model)):
+    if not any(t.is_meta for t in (own_tensors(model) if tensors is None else tensors)):
         return model
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         if tensor.is_meta:
@@ -245,6 +248,10 @@ def check_model(model: object) -> nn.Module:
                 "Materialise it first, e.g. model.to_empty(device='cpu') and an initialization."
             )
     return model
+
+
+# forward() of modules that write no buffer in eval mode (running statistics are only read).
+_READS_IN_EVAL = {nn.BatchNorm1d.forward, nn.SyncBatchNorm.forward, nn.InstanceNorm1d.forward}
 
 
 def own_tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -275,10 +282,14 @@ def check_forward(model: nn.Module, inputs: ModelInputs) -> None:
 
 @contextlib.contextmanager
 def untouched(model: nn.Module, inputs: ModelInputs) -> Iterator[None]:
-    """Restore every buffer (BatchNorm running statistics) and the RNG state (dropout)."""
+    """Restore every buffer (BatchNorm running statistics) and the RNG state (dropout).
+
+    PyTorch's own batch and instance normalization only write their buffers in training mode:
+    in eval mode theirs are left as they are (not copied); every other module's are kept."""
     saved = [
         (module, name, buffer, buffer.detach().clone())
         for module in model.modules()
+        if module.training or type(module).forward not in _READS_IN_EVAL
         for name, buffer in module._buffers.items()
         if buffer is not None
     ]

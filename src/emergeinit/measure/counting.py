@@ -62,22 +62,25 @@ _EXACT = 2**24  # float32 holds every integer below this exactly
 
 class Term(NamedTuple):
     """``c * mask`` (``c`` per sample) of split counts; ``pad``: zero padding (``F.pad`` order,
-    never negative) still to apply to the mask, left for a convolution to fold in."""
+    never negative) still to apply to the mask, left for a convolution to fold in; ``total``:
+    where known, the mask summed over its channels (dimension 1, kept; int32), padded alike."""
 
     c: torch.Tensor
     mask: torch.Tensor
     pad: tuple[int, ...] = ()
+    total: torch.Tensor | None = None
 
     def padded(self) -> torch.Tensor:
         return _pad_mask(self.mask, self.pad) if any(self.pad) else self.mask
 
     def then_pad(self, pad: list[int]) -> Term:
         if min(pad, default=0) < 0:  # a crop: apply what is pending first
-            return Term(self.c, _pad_mask(self.padded(), pad))
+            total = None if self.total is None else _pad_mask(_pad_mask(self.total, self.pad), pad)
+            return Term(self.c, _pad_mask(self.padded(), pad), total=total)
         merged = [*self.pad, *[0] * (len(pad) - len(self.pad))]
         for i, amount in enumerate(pad):
             merged[i] += amount
-        return Term(self.c, self.mask, tuple(merged))
+        return self._replace(pad=tuple(merged))
 
 
 @dataclass
@@ -353,7 +356,7 @@ class Counter:
             self.active_fraction[step.name] = 1.0
             return None, src.s + (raw.sum(dim=dims) * (channels // groups)).log()
         peak = raw.amax(dim=dims)
-        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        peak = torch.where(peak > 0, peak, 1.0)
         s = src.s + peak.log()
         mask = self._mask(step)
         nb, spatial = mask.shape[0], mask.shape[2:]
@@ -365,9 +368,10 @@ class Counter:
             # inactive neurons as the only per-channel part (module doc, "split").
             active = _count(mask, 1)
             self.active_fraction[step.name] = float(active.sum()) / mask.numel()
+            inactive = torch.rsub(active, channels)  # the mask's total, for a depthwise layer
             active = active.to(torch.float64)
             contribution = src.s + (raw * active).sum(dim=dims).log()
-            terms = (Term(start.reshape(-1), torch.logical_not(mask)),)
+            terms = (Term(start.reshape(-1), torch.logical_not(mask), total=inactive),)
             return Counts(raw * inv, s, uniform=True, terms=terms), contribution
 
         # Per group of the finest partition both the layer (groups) and its consumers (demand)
@@ -413,8 +417,11 @@ class Counter:
         ``P`` input channels per group and ``n_g`` a mask summed over group ``g``.
 
         The float64 part is one channel; each mask is window-summed once, channels last, in
-        uint8 or float32 (integers, exact). None where this does not apply (the caller makes
-        the counts dense)."""
+        uint8 or float32 (integers, exact), for the paths that end at this layer's active
+        outputs. What leaves is summed over the consumers' groups, and a window sum is linear:
+        the sum of the groups' window sums is the window sum of the mask summed over those
+        channels, a tensor of one channel per consumer group. None where this does not apply
+        (the caller makes the counts dense)."""
         out_shape = self.shapes[step.index]
         in_shape = self.shapes[step.sources[0]]
         nd = len(layer.kernel)
@@ -432,7 +439,13 @@ class Counter:
             or per_in * per_out * taps >= _EXACT
         ):
             return None
-        window = self._kernel_sum(step, layer, src.t, in_shape, out_shape) * per_in
+        # One float64 window sum: the uniform part and, for each term, its mask summed over the
+        # channels of each consumer group (when the consumers need fewer groups than the layer).
+        totals = [] if last or need == groups else [_term_total(t, need) for t in src.terms]
+        windows = self._kernel_sum(step, layer, torch.cat([src.t * per_in, *totals], dim=1),
+                                   in_shape, out_shape)  # fmt: skip
+        window = windows[:, :1]
+        by_need = list(windows[:, 1:].split(need, dim=1)) if totals else []
         bound = per_in * taps  # the largest value a window sum of a mask can take
         # Window sums of masks in uint8 where they and their products with the counts of active
         # outputs stay below 256 (integers: exact), else in float32 (below 2**24: exact).
@@ -446,13 +459,13 @@ class Counter:
             self.active_fraction[step.name] = 1.0
             total = window.sum(dim=dims) * groups
             for c, w in sums:
-                total = total + c * (_integer_sum(w, bound) if small else _exact_sum(w, bound))
+                total = total + c * _exact_total(w, bound)
             return None, src.s + (total * per_out).log()
         # An upper bound of the largest F (exact maximum not needed: any positive scale is).
         peak = window.amax(dim=dims)
-        for c, w in sums:
-            peak = peak + c * w.amax(dim=dims).to(torch.float64)
-        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        for c, _ in sums:
+            peak = peak + c * bound
+        peak = torch.where(peak > 0, peak, 1.0)
         s = src.s + peak.log()
         mask = self._mask(step)
         active_g = _coarsen(mask, groups)  # active outputs per group (at most per_out)
@@ -462,19 +475,15 @@ class Counter:
         # Leaving: per consumer group d, Q * (sum of F_g over the groups in d) * exp(-s) plus
         # exp(-s) per inactive output.
         summed = window * (groups // need)
-        for c, w in sums:
-            by_need = _group_sum(w, need, bound).to(torch.float64)
-            summed = summed + _per_sample(c, nd + 2) * by_need
+        for i, (c, w) in enumerate(sums):
+            window_d = by_need[i] if by_need else w.movedim(-1, 1).to(torch.float64)
+            summed = summed + _per_sample(c, nd + 2) * window_d
         reached = (window * active).sum(dim=dims)
         if sums:
             # Channels last like the window sums: the products are runs of whole positions.
             weight = _channels_last(active_g, torch.uint8 if small else torch.float32)
         for c, w in sums:  # integer products and sums: exact
-            product = torch.mul(w, weight)
-            if small:
-                reached = reached + c * _integer_sum(product, 255)
-            else:
-                reached = reached + c * _exact_sum(product, bound * per_out)
+            reached = reached + c * _exact_total(torch.mul(w, weight), bound * per_out)
         contribution = src.s + reached.log()
         inv = _per_sample(per_out / peak, nd + 2)
         start = _per_sample(torch.exp(-s), nd + 2)
@@ -494,14 +503,9 @@ class Counter:
         channels first, a small image's rows are short runs, each a separate inner loop. A
         float32 convolution would round nothing either, but oneDNN's depthwise kernel copies its
         input into a blocked layout first, several times slower than these additions on CPU."""
-        nd = len(layer.kernel)
-        left = [pair[0] for pair in _pad_pairs(layer)]
-        for i in range(len(pending) // 2):  # F.pad lists the last dimension first
-            left[nd - 1 - i] += pending[2 * i]
-        out_size = self.shapes[step.index][2:]
         last = _channels_last(n, torch.uint8 if small else torch.float32)
-        return _window_sum(last, layer.kernel, layer.stride, left, layer.dilation, out_size,
-                           first=1)  # fmt: skip
+        return _window_sum(last, layer.kernel, layer.stride, _left(layer, pending),
+                           layer.dilation, self.shapes[step.index][2:], first=1)  # fmt: skip
 
     def _kernel_sum(
         self, step: Step, layer: Layer, summed: torch.Tensor, in_shape: tuple[int, ...],
@@ -543,7 +547,7 @@ class Counter:
             self.active_fraction[step.name] = 1.0
             return None, src.s + (raw.sum(dim=dims) * width).log()
         peak = raw.amax(dim=dims)
-        peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+        peak = torch.where(peak > 0, peak, 1.0)
         s = src.s + peak.log()
         mask = self._mask(step).reshape(-1, *out_shape[1:])
         per_row = _count(mask, -1)
@@ -958,6 +962,24 @@ class Counter:
         return UnsupportedModuleError(f"the emergence measure cannot handle {step.name}: {why}.")
 
 
+def _term_total(term: Term, groups: int) -> torch.Tensor:
+    """A term's mask summed over ``groups`` contiguous groups of channels, with its pending
+    padding applied, float64 (small integers, exact)."""
+    known = term.total if groups == 1 else None
+    total = (_coarsen(term.mask, groups) if known is None else known).to(torch.float64)
+    return F.pad(total, list(term.pad)) if any(term.pad) else total
+
+
+def _left(layer: Layer, pending: Sequence[int]) -> list[int]:
+    """The zero padding before each spatial dim: the layer's, plus ``pending`` (``F.pad``
+    order, the last dimension first) not yet applied to the value."""
+    nd = len(layer.kernel)
+    left = [pair[0] for pair in _pad_pairs(layer)]
+    for i in range(len(pending) // 2):
+        left[nd - 1 - i] += pending[2 * i]
+    return left
+
+
 def _pad_pairs(layer: Layer) -> list[tuple[int, int]]:
     """(left, right) zero padding per spatial dim; "same" puts the odd one on the right."""
     if isinstance(layer.padding, str):  # "same" ("valid" became zeros)
@@ -976,48 +998,68 @@ def _window_sum(
     The sum over every window of an all-ones kernel, a pooling window or a convolution's
     receptive field, with positions outside the input (padding, or past it in ceil mode)
     contributing nothing. Separable: per dim, one output tensor and one in-place add per tap
-    (float64 convolutions and pooling are slow on CPU, and no padded copy is made).
+    (float64 convolutions and pooling are slow on CPU, and no padded copy is made); the output
+    starts as a copy of a tap that every output reads (the centre, usually), else as zeros.
     """
     for axis, (k, s, p, d, o) in enumerate(zip(kernel, stride, left, dilation, out_size)):
         dim = first + axis
         size = t.shape[dim]
         if k == 1 and s == 1 and p == 0 and o == size:
             continue  # a 1x1 window: every position routes to itself
-        shape = list(t.shape)
-        shape[dim] = o
-        out = t.new_zeros(shape)
-        index: list[Any] = [slice(None)] * t.dim()
+        taps = []  # (first output, number of outputs, the input slice they read)
         for j in range(k):
             offset = j * d - p  # output i reads input i * s + offset
             lo = max(0, (s - 1 - offset) // s)  # the first i with i * s + offset >= 0
             hi = min(o - 1, (size - 1 - offset) // s)  # the last with i * s + offset < size
-            if hi < lo:
-                continue
-            index[dim] = slice(lo * s + offset, hi * s + offset + 1, s)
-            out.narrow(dim, lo, hi - lo + 1).add_(t[tuple(index)])
+            if hi >= lo:
+                taps.append((lo, hi - lo + 1, slice(lo * s + offset, hi * s + offset + 1, s)))
+        whole = next((tap for tap in taps if tap[1] == o), None)
+        index: list[Any] = [slice(None)] * t.dim()
+        if whole is None:
+            shape = list(t.shape)
+            shape[dim] = o
+            out = t.new_zeros(shape)
+        else:
+            index[dim] = whole[2]
+            out = t[tuple(index)].clone(memory_format=torch.contiguous_format)
+        for tap in taps:
+            if tap is not whole:
+                index[dim] = tap[2]
+                out.narrow(dim, tap[0], tap[1]).add_(t[tuple(index)])
         t = out
     return t
 
 
 def _channels_last(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``t`` with dimension 1 moved last, contiguous, in ``dtype`` (booleans as 0 / 1): one
-    copy that transposes and converts."""
+    """``t`` with dimension 1 moved last, contiguous, in ``dtype`` (booleans as 0 / 1): a view
+    where ``t`` lies channels last already (the probe's layout for convolutions), else one copy
+    that transposes and converts."""
     moved = (t.view(torch.uint8) if t.dtype == torch.bool else t).movedim(1, -1)
+    if moved.dtype == dtype and moved.is_contiguous():
+        return moved
     return torch.empty(moved.shape, dtype=dtype, device=t.device).copy_(moved)
 
 
-def _group_sum(w: torch.Tensor, groups: int, bound: int) -> torch.Tensor:
-    """Channels-last ``w`` (channels on the last dimension) summed into ``groups`` contiguous
-    groups of channels, moved to dimension 1, exactly: integers (at most ``bound`` each) in
-    int32, or int64 beyond its range; float32 values in float64."""
-    if w.shape[-1] != groups:
-        split = w.reshape(*w.shape[:-1], groups, w.shape[-1] // groups)
-        if w.is_floating_point():
-            w = split.sum(dim=-1, dtype=torch.float64)
-        else:
-            wide = bound * split.shape[-1] >= 2**31
-            w = split.sum(dim=-1, dtype=torch.int64 if wide else torch.int32)
-    return w.movedim(-1, 1)
+def _exact_total(t: torch.Tensor, bound: int) -> torch.Tensor:
+    """Per sample, the exact float64 sum of a tensor of integers in ``[0, bound]``: uint8 or
+    float32 (:func:`_exact_sum`).
+
+    A contiguous uint8 sample is first folded: ``k`` slices of it added as int64 words of 8
+    values, where ``k * bound < 128`` so that no byte carries into the next (nor any word turns
+    negative); the int32 sum then reads ``k`` times fewer values (a uint8 reduction to int32
+    converts every value, the slow part on CPU)."""
+    if t.is_floating_point():
+        return _exact_sum(t, bound)
+    batch = t.shape[0]
+    if t.numel() < 2**16:  # too small for folding to pay for its extra operations
+        return _integer_sum(t, bound)
+    words = t.numel() // batch // 8
+    fold = next((k for k in range(min(127 // bound, words), 1, -1) if words % k == 0), 1)
+    if fold > 1 and t.is_contiguous() and t.numel() == batch * words * 8:
+        folded = t.reshape(batch, -1).view(torch.int64).reshape(batch, fold, words // fold)
+        t = folded.sum(dim=1, dtype=torch.int64).view(torch.uint8)
+        bound *= fold
+    return _integer_sum(t, bound)
 
 
 def _integer_sum(t: torch.Tensor, bound: int) -> torch.Tensor:
@@ -1068,7 +1110,7 @@ def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
 def _rescale(fg: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Divide by the per-sample maximum, adding its log to the scale (nothing can overflow)."""
     peak = fg.amax(dim=tuple(range(1, fg.dim())))
-    peak = torch.where(peak > 0, peak, torch.ones_like(peak))
+    peak = torch.where(peak > 0, peak, 1.0)
     return fg / _per_sample(peak, fg.dim()), s + peak.log()
 
 
@@ -1111,14 +1153,32 @@ def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """The number of true values of a mask along ``dim`` (kept, of size 1), as int32: summed
-    in uint8 over slices of at most 255 (exact). A sum that casts the booleans first costs a
-    full-size copy, an order of magnitude more on CPU."""
-    parts = mask.view(torch.uint8).split(255, dim)
-    total = parts[0].sum(dim=dim, keepdim=True, dtype=torch.uint8).to(torch.int32)
+    """The number of true values of a mask along ``dim`` (kept, of size 1), as int32.
+
+    Summed exactly in uint8 over slices of at most 127 values along ``dim``: a sum that casts
+    the booleans first costs a full-size copy, an order of magnitude more on CPU. Where the
+    values after ``dim`` are contiguous and a multiple of 8, each slice is summed as int64 words
+    of 8 booleans (8 byte sums in one addition; no byte reaches 128, so none carries into the
+    next and no word turns negative): PyTorch's uint8 sums are slow when few values lie after
+    ``dim``. Along a dim of stride 1 (channels last), one int32 sum is the fastest."""
+    dim %= mask.dim()
+    values = mask.view(torch.uint8)
+    if mask.stride(dim) == 1 and mask.shape[dim] > 1:
+        return values.sum(dim=dim, keepdim=True, dtype=torch.int32)
+    inner = math.prod(mask.shape[dim + 1 :])
+    if inner % 8 == 0 and mask.is_contiguous():
+        words = values.reshape(*mask.shape[: dim + 1], inner).view(torch.int64)
+        total: torch.Tensor | None = None
+        for part in words.split(127, dim):
+            lanes = part.sum(dim=dim, keepdim=True, dtype=torch.int64).view(torch.uint8)
+            total = lanes.to(torch.int32) if total is None else total.add_(lanes)
+        assert total is not None
+        return total.reshape(*mask.shape[:dim], 1, *mask.shape[dim + 1 :])
+    parts = values.split(255, dim)
+    result = parts[0].sum(dim=dim, keepdim=True, dtype=torch.uint8).to(torch.int32)
     for part in parts[1:]:
-        total += part.sum(dim=dim, keepdim=True, dtype=torch.uint8)
-    return total
+        result += part.sum(dim=dim, keepdim=True, dtype=torch.uint8)
+    return result
 
 
 def _coarse_groups(raw: torch.Tensor, groups: int, parts: int, demand: int) -> torch.Tensor:

@@ -190,7 +190,8 @@ def measure_emergence(
     check_choice("granularity", granularity, get_args(Granularity))
     check_choice("capture", capture, get_args(Capture))
     tau = _check_tau(tau)
-    model = check_model(model)
+    tensors = own_tensors(model) if isinstance(model, nn.Module) else []
+    model = check_model(model, tensors)
     call = model_inputs(inputs)
     per_sample = activity == "per_sample"
     channel = granularity == "channel"
@@ -212,10 +213,9 @@ def measure_emergence(
     if not bool(finite.all()) and bool(_finite_inputs(call).all()):
         # A non-finite sum of a sample's activations may be an overflow of finite values (or
         # follow from non-finite weights): ask again, exactly.
-        with untouched(model, call), torch.no_grad():
-            exact = structure.run_probe(call, tau, per_sample, channel, exact=True)
+        exact = _run_probe(model, structure, call, tau, per_sample, channel, exact=True)
         finite = _finite_rows(exact, batch)
-    if not _all_finite(own_tensors(model)):
+    if not _all_finite(tensors):
         finite = torch.zeros_like(finite)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -226,7 +226,11 @@ def measure_emergence(
             "all samples are)"), RuntimeWarning, stacklevel=2,
         )  # fmt: skip
     mean, std = _mean_std(log10_e)
-    num_parameters = sum(p.numel() for p in model.parameters())
+    num_parameters = structure.memo.get("num_parameters")
+    if num_parameters is None:  # the structure is recaptured when a parameter changes
+        num_parameters = structure.memo["num_parameters"] = sum(
+            p.numel() for p in model.parameters()
+        )
     relative = mean - math.log10(num_parameters) if num_parameters else math.nan
     return EmergenceResult(
         log10_e=log10_e,
@@ -257,8 +261,7 @@ def _probe(
     """Read the structure and run the probe forward, with typed errors when either fails."""
     structure = read_structure(model, call, capture)
     try:
-        with untouched(model, call), torch.no_grad():
-            return structure, structure.run_probe(call, tau, per_sample, channel)
+        return structure, _run_probe(model, structure, call, tau, per_sample, channel)
     except Exception as error:
         check_forward(model, call)  # a TracingError when the model itself fails on the inputs
         if structure.traced_with != "fx" or capture != "auto":
@@ -268,8 +271,35 @@ def _probe(
             ) from error
     # The fx graph does not hold for these inputs (it was traced for others): export them.
     structure = read_structure(model, call, "export")
+    return structure, _run_probe(model, structure, call, tau, per_sample, channel)
+
+
+def _run_probe(
+    model: nn.Module, structure: Structure, call: ModelInputs, tau: float, per_sample: bool,
+    channel: bool, exact: bool = False,
+) -> Probe:  # fmt: skip
+    """The probe, channels last on CPU where the network has convolutions (docs/measure.md,
+    "Layout"): PyTorch's CPU convolutions run faster so, and the counting reads masks laid out
+    channels last without transposing them. A model that fails in that layout (a ``view`` that
+    needs the default strides) runs as its inputs lie, from then on."""
+    if _channels_last(structure, call):
+        try:
+            with untouched(model, call), torch.no_grad():
+                return structure.run_probe(call, tau, per_sample, channel, exact,
+                                           channels_last=True)  # fmt: skip
+        except Exception:
+            structure.memo["channels_last"] = False
     with untouched(model, call), torch.no_grad():
-        return structure, structure.run_probe(call, tau, per_sample, channel)
+        return structure.run_probe(call, tau, per_sample, channel, exact)
+
+
+def _channels_last(structure: Structure, call: ModelInputs) -> bool:
+    return (
+        structure.memo.get("channels_last", True)
+        and call.device.type == "cpu"
+        and structure.has_convolutions
+        and any(t.dim() in (4, 5) and t.is_floating_point() for t in call.tensors)
+    )
 
 
 def _finite_inputs(call: ModelInputs) -> torch.Tensor:
@@ -301,14 +331,33 @@ def _sum(t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every float tensor is finite: a sum each (finite when all values are), and the
-    elementwise test (slow on CPU) only for a tensor whose sum is not, which may overflow."""
-    floats = [t.detach() for t in tensors if t.is_floating_point() and t.numel()]
-    if not floats:
-        return True
-    sums = torch.stack([_sum(t).double().to(floats[0].device) for t in floats])
-    suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
-    return all(bool(torch.isfinite(floats[i]).all()) for i in suspects)
+    """Whether every float tensor is finite: a sum over each batch of small tensors of a dtype
+    and device, or over each large tensor alone (finite when all values are), then, where that
+    sum is not (it may overflow), a sum per tensor, and the elementwise test (slow on CPU) only
+    for a tensor whose sum is not."""
+    open_batches: dict[tuple[torch.dtype, torch.device], tuple[list[torch.Tensor], int]] = {}
+    batches: list[list[torch.Tensor]] = []
+    for t in tensors:
+        if not t.is_floating_point() or not t.numel():
+            continue
+        batch, size = open_batches.get((t.dtype, t.device), ([], _BATCH))
+        if size + t.numel() > _BATCH:
+            batch, size = [], 0
+            batches.append(batch)
+        batch.append(t.detach())
+        open_batches[(t.dtype, t.device)] = (batch, size + t.numel())
+    for batch in batches:
+        flat = torch.cat([t.reshape(-1) for t in batch]) if len(batch) > 1 else batch[0]
+        if bool(torch.isfinite(_sum(flat))):
+            continue
+        sums = torch.stack([_sum(t).double() for t in batch])
+        suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
+        if not all(bool(torch.isfinite(batch[i]).all()) for i in suspects):
+            return False
+    return True
+
+
+_BATCH = 2**22  # values: the largest copy the parameter check makes (16 MiB of float32)
 
 
 def _mean_std(values: torch.Tensor) -> tuple[float, float]:

@@ -114,13 +114,22 @@ class Structure:
             return isinstance(step.module, LINEAR_MODULES)
         return step.params.get("op") == "linear"
 
+    @property
+    def has_convolutions(self) -> bool:
+        return not all(self._is_linear(layer) for layer in self.layers)
+
     def run_probe(
         self, inputs: ModelInputs, tau: float, per_sample: bool, channel: bool,
-        exact: bool = False,
+        exact: bool = False, channels_last: bool = False,
     ) -> Probe:  # fmt: skip
-        """Run the probe; ``exact``: per-sample finiteness flags instead of row sums."""
+        """Run the probe; ``exact``: per-sample finiteness flags instead of row sums;
+        ``channels_last``: image (and volume) inputs laid out channels last, which the
+        convolutions keep (their values equal up to rounding), and so do the masks."""
         probe = self.probe_module(tau, per_sample, channel, exact)
-        shapes, masks, sums, dynamic, weights = probe(*self.captured.flat(inputs))
+        flat = self.captured.flat(inputs)
+        if channels_last:
+            flat = [_channels_last(value) for value in flat]
+        shapes, masks, sums, dynamic, weights = probe(*flat)
         dynamic_steps = [s for s in self.steps if s.dynamic]
         return Probe(
             list(shapes),
@@ -197,6 +206,16 @@ class Structure:
             self._probes.pop(next(iter(self._probes)))
         self._probes[key] = probe
         return probe
+
+
+def _channels_last(value: Any) -> Any:
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        return value
+    if value.dim() == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    if value.dim() == 5:
+        return value.contiguous(memory_format=torch.channels_last_3d)
+    return value
 
 
 def _values(arguments: tuple[Any, ...]) -> tuple[Any, ...]:
