@@ -1160,11 +1160,21 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     values after ``dim`` are contiguous and a multiple of 8, each slice is summed as int64 words
     of 8 booleans (8 byte sums in one addition; no byte reaches 128, so none carries into the
     next and no word turns negative): PyTorch's uint8 sums are slow when few values lie after
-    ``dim``. Along a dim of stride 1 (channels last), one int32 sum is the fastest."""
+    ``dim``. Along a dim of stride 1 (channels last) the words are 8 neighbours along ``dim``,
+    and their 8 lanes are added last."""
     dim %= mask.dim()
     values = mask.view(torch.uint8)
-    if mask.stride(dim) == 1 and mask.shape[dim] > 1:
-        return values.sum(dim=dim, keepdim=True, dtype=torch.int32)
+    size = mask.shape[dim]
+    if mask.stride(dim) == 1 and size > 1:
+        rows = values.movedim(dim, -1)
+        wide = torch.int32 if size > 255 else torch.uint8
+        if size % 8 == 0 and size <= 8 * 127 and rows.is_contiguous():
+            words = rows.reshape(-1, size).view(torch.int64).sum(dim=-1, dtype=torch.int64)
+            lanes = words.view(torch.uint8).reshape(*rows.shape[:-1], 8)
+            total = lanes.sum(dim=-1, keepdim=True, dtype=wide)
+        else:
+            total = rows.sum(dim=-1, keepdim=True, dtype=wide)
+        return total.to(torch.int32).movedim(-1, dim)
     inner = math.prod(mask.shape[dim + 1 :])
     if inner % 8 == 0 and mask.is_contiguous():
         words = values.reshape(*mask.shape[: dim + 1], inner).view(torch.int64)
