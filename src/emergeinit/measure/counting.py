@@ -1166,15 +1166,7 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     values = mask.view(torch.uint8)
     size = mask.shape[dim]
     if mask.stride(dim) == 1 and size > 1:
-        rows = values.movedim(dim, -1)
-        wide = torch.int32 if size > 255 else torch.uint8
-        if size % 8 == 0 and size <= 8 * 127 and rows.is_contiguous():
-            words = rows.reshape(-1, size).view(torch.int64).sum(dim=-1, dtype=torch.int64)
-            lanes = words.view(torch.uint8).reshape(*rows.shape[:-1], 8)
-            total = lanes.sum(dim=-1, keepdim=True, dtype=wide)
-        else:
-            total = rows.sum(dim=-1, keepdim=True, dtype=wide)
-        return total.to(torch.int32).movedim(-1, dim)
+        return _count_rows(values.movedim(dim, -1)).movedim(-1, dim)
     inner = math.prod(mask.shape[dim + 1 :])
     if inner % 8 == 0 and mask.is_contiguous():
         words = values.reshape(*mask.shape[: dim + 1], inner).view(torch.int64)
@@ -1189,6 +1181,18 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     for part in parts[1:]:
         result += part.sum(dim=dim, keepdim=True, dtype=torch.uint8)
     return result
+
+
+def _count_rows(rows: torch.Tensor) -> torch.Tensor:
+    """The sum of each row (last dimension, kept) of 0 / 1 uint8 values, as int32: by int64
+    words of 8 neighbours (each lane below 128), then their 8 lanes, where the rows allow."""
+    size = rows.shape[-1]
+    wide = torch.int32 if size > 255 else torch.uint8
+    if size % 8 == 0 and size <= 8 * 127 and rows.is_contiguous():
+        words = rows.reshape(-1, size).view(torch.int64).sum(dim=-1, dtype=torch.int64)
+        lanes = words.view(torch.uint8).reshape(*rows.shape[:-1], 8)
+        return lanes.sum(dim=-1, keepdim=True, dtype=wide).to(torch.int32)
+    return rows.sum(dim=-1, keepdim=True, dtype=wide).to(torch.int32)
 
 
 def _coarse_groups(raw: torch.Tensor, groups: int, parts: int, demand: int) -> torch.Tensor:
