@@ -1153,15 +1153,15 @@ def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """The number of true values of a mask along ``dim`` (kept, of size 1), as int32.
+    """The number of true values of a mask along ``dim`` (kept, of size 1), as int32, exact.
 
-    Summed exactly in uint8 over slices of at most 127 values along ``dim``: a sum that casts
-    the booleans first costs a full-size copy, an order of magnitude more on CPU. Where the
-    values after ``dim`` are contiguous and a multiple of 8, each slice is summed as int64 words
-    of 8 booleans (8 byte sums in one addition; no byte reaches 128, so none carries into the
-    next and no word turns negative): PyTorch's uint8 sums are slow when few values lie after
-    ``dim``. Along a dim of stride 1 (channels last) the words are 8 neighbours along ``dim``,
-    and their 8 lanes are added last."""
+    A sum that casts the booleans first costs a full-size copy, an order of magnitude more on
+    CPU, so the bytes are added as they are: in uint8 over slices of at most 255 values along
+    ``dim``; where the values after ``dim`` are contiguous and a multiple of 8, as int64 words of
+    8 booleans over slices of at most 127 (8 byte sums in one addition: no byte reaches 128, so
+    none carries into the next and no word turns negative; PyTorch's uint8 sums are slow when
+    few values lie after ``dim``); along a dim of stride 1 (channels last), by
+    :func:`_count_rows`."""
     dim %= mask.dim()
     values = mask.view(torch.uint8)
     size = mask.shape[dim]

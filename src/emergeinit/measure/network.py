@@ -226,11 +226,7 @@ def measure_emergence(
             "all samples are)"), RuntimeWarning, stacklevel=2,
         )  # fmt: skip
     mean, std = _mean_std(log10_e)
-    num_parameters = structure.memo.get("num_parameters")
-    if num_parameters is None:  # the structure is recaptured when a parameter changes
-        num_parameters = structure.memo["num_parameters"] = sum(
-            p.numel() for p in model.parameters()
-        )
+    num_parameters = sum(p.numel() for p in model.parameters())
     relative = mean - math.log10(num_parameters) if num_parameters else math.nan
     return EmergenceResult(
         log10_e=log10_e,
