@@ -139,7 +139,9 @@ def measure_emergence(
 
     The model runs once, in the caller's mode (training mode uses batch statistics), under
     ``torch.no_grad()``; its buffers (BatchNorm running statistics) and the global RNG state are
-    restored afterwards. The structure is read with ``torch.fx``, or ``torch.export`` where fx
+    restored afterwards. On CPU a network with convolutions runs on inputs laid out channels
+    last (faster; the same values up to rounding), unless it fails so (docs/measure.md,
+    "Layout"). The structure is read with ``torch.fx``, or ``torch.export`` where fx
     fails or the inputs are keywords, and cached per model.
 
     A sample whose inputs, or whose activations at a read point or a last layer, are not finite,
