@@ -20,6 +20,11 @@ def _train(**train: object) -> dict:
     return config.resolve({"train": train})
 
 
+def _smoke_runs(*overrides: str) -> list[dict]:
+    """The runs of the smoke preset with these ``--set`` overrides."""
+    return expand(config.load("smoke", list(overrides)))
+
+
 # --- the optimizer axis -------------------------------------------------------------------
 
 
@@ -69,12 +74,10 @@ def test_a_table_keyed_by_optimizer_is_canonical() -> None:
 
 
 def test_the_optimizer_axis_expands_each_optimizer_with_its_own_values() -> None:
-    cfg = config.load(
-        "smoke",
-        ["train.optimizer=['sgd','adamw']", "train.lr={sgd=[0.05,0.1],adamw=0.001}",
-         "train.weight_decay={sgd=0.0,adamw=0.05}", "init.names=['kaiming']"],
+    runs = _smoke_runs(
+        "train.optimizer=['sgd','adamw']", "train.lr={sgd=[0.05,0.1],adamw=0.001}",
+        "train.weight_decay={sgd=0.0,adamw=0.05}", "init.names=['kaiming']",
     )  # fmt: skip
-    runs = expand(cfg)
     seen = [(r["train"]["optimizer"], r["train"]["lr"], r["seed"]) for r in runs]
     assert seen == [
         ("sgd", 0.05, 0), ("sgd", 0.05, 1), ("sgd", 0.1, 0), ("sgd", 0.1, 1),
@@ -86,7 +89,7 @@ def test_the_optimizer_axis_expands_each_optimizer_with_its_own_values() -> None
         assert run["train"]["weight_decay"] == (0.0 if sgd else 0.05)
     assert len({r["run_id"] for r in runs}) == len(runs)
     # A run of a two-optimizer study is the run of the one-optimizer study it contains.
-    alone = expand(config.load("smoke", ["train.lr=0.05", "init.names=['kaiming']"]))
+    alone = _smoke_runs("train.lr=0.05", "init.names=['kaiming']")
     assert [r["run_id"] for r in alone] == [r["run_id"] for r in runs[:2]]
 
 
@@ -155,7 +158,7 @@ def test_existing_presets_keep_their_run_ids(name: str) -> None:
 
 
 def test_added_init_keys_leave_the_id_alone_at_their_defaults() -> None:
-    run = expand(config.load("smoke", ["init.names=['kaiming','emergence']"]))[2]
+    run = _smoke_runs("init.names=['kaiming','emergence']")[2]
     assert run["init"]["order"] == "call" and run["init"]["units"] == "auto"
     without = {**run, "init": {k: v for k, v in run["init"].items() if k not in ("order", "units")}}
     assert run_id(without) == run["run_id"]
@@ -166,9 +169,9 @@ def test_added_init_keys_leave_the_id_alone_at_their_defaults() -> None:
 def test_emergence_lr_with_weight_decay_is_marked_and_gets_its_own_id() -> None:
     # Its groups now carry the per-unit decay (docs/method.md), so it is not the run an
     # earlier version recorded with the optimizer-wide decay.
-    base = ["init.names=['kaiming','emergence-lr']"]
-    plain = expand(config.load("smoke", base))
-    decayed = expand(config.load("smoke", [*base, "train.weight_decay=0.01"]))
+    base = "init.names=['kaiming','emergence-lr']"
+    plain = _smoke_runs(base)
+    decayed = _smoke_runs(base, "train.weight_decay=0.01")
     assert all("decay" not in r["init"] for r in plain)
     marked = [r["init"].get("decay") for r in decayed]
     assert marked == [None, None, "per-unit", "per-unit"]
@@ -178,12 +181,10 @@ def test_emergence_lr_with_weight_decay_is_marked_and_gets_its_own_id() -> None:
 
 
 def test_order_and_units_multiply_only_the_emergence_inits() -> None:
-    cfg = config.load(
-        "smoke",
-        ["init.names=['kaiming','emergence','emergence-lr']", "init.order=['call','graph']",
-         "init.units=['auto','blocks']", "train.seeds=1"],
+    runs = _smoke_runs(
+        "init.names=['kaiming','emergence','emergence-lr']", "init.order=['call','graph']",
+        "init.units=['auto','blocks']", "train.seeds=1",
     )  # fmt: skip
-    runs = expand(cfg)
     assert [r["init"]["name"] for r in runs].count("kaiming") == 1
     for name in ("emergence", "emergence-lr"):
         mine = [r["init"] for r in runs if r["init"]["name"] == name]
@@ -227,11 +228,10 @@ def test_bad_exclusions_are_errors(exclude: str, message: str) -> None:
 
 
 def test_rows_labels_and_groups_tell_order_and_units_apart() -> None:
-    overrides = [
+    runs = _smoke_runs(
         "init.names=['kaiming','emergence']", "init.order=['call','graph']",
         "init.units=['auto','blocks']", "train.seeds=1", "init.alpha=1.2",
-    ]  # fmt: skip
-    runs = expand(config.load("smoke", overrides))
+    )  # fmt: skip
     rows = [result_row(r, {"status": "ok", "test_acc_final": 0.5}) for r in runs]
     cells = [(r["init"], r["order"], r["units"]) for r in rows]
     # Empty at the defaults, as in rows recorded before these columns existed.

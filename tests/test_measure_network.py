@@ -683,7 +683,7 @@ def test_convolutional_networks_are_probed_channels_last(monkeypatch: pytest.Mon
     fast = measure_emergence(net, x, tau=0.5)
     measure_emergence(mlp, torch.randn(3, 4))
     assert layouts == [True, False]
-    monkeypatch.setattr(network_module, "_channels_last", lambda structure, call: False)
+    monkeypatch.setattr(network_module, "_probe_channels_last", lambda structure, call: False)
     plain = measure_emergence(net, x, tau=0.5)
     assert layouts[-1] is False
     assert torch.isfinite(fast.log10_e).all()

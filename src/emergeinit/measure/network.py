@@ -280,7 +280,7 @@ def _run_probe(
     "Layout"): PyTorch's CPU convolutions run faster so, and the counting reads masks laid out
     channels last without transposing them. A model that fails in that layout (a ``view`` that
     needs the default strides) runs as its inputs lie, from then on."""
-    if _channels_last(structure, call):
+    if _probe_channels_last(structure, call):
         try:
             with untouched(model, call), torch.no_grad():
                 return structure.run_probe(call, tau, per_sample, channel, exact,
@@ -291,7 +291,9 @@ def _run_probe(
         return structure.run_probe(call, tau, per_sample, channel, exact)
 
 
-def _channels_last(structure: Structure, call: ModelInputs) -> bool:
+def _probe_channels_last(structure: Structure, call: ModelInputs) -> bool:
+    """Whether to try the channels-last probe: CPU image or volume inputs into a network with
+    convolutions that has not failed in that layout before."""
     return (
         structure.memo.get("channels_last", True)
         and call.device.type == "cpu"

@@ -128,7 +128,7 @@ class Structure:
         probe = self.probe_module(tau, per_sample, channel, exact)
         flat = self.captured.flat(inputs)
         if channels_last:
-            flat = [_channels_last(value) for value in flat]
+            flat = [_to_channels_last(value) for value in flat]
         shapes, masks, sums, dynamic, weights = probe(*flat)
         dynamic_steps = [s for s in self.steps if s.dynamic]
         return Probe(
@@ -208,7 +208,7 @@ class Structure:
         return probe
 
 
-def _channels_last(value: Any) -> Any:
+def _to_channels_last(value: Any) -> Any:
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         return value
     if value.dim() == 4:
