@@ -11,6 +11,8 @@ Two baselines, each measured in the same run, repeats interleaved, medians repor
    ``git archive`` into a temporary directory and imported under another name) is timed in the
    same loop, so "before" and "after" share the machine's load; models it cannot measure show
    a dash. Hugging Face models (if transformers is installed) take keyword ``pixel_values``.
+   Besides the ratio of the medians, the median of the repeats' own ratios (``paired``: each
+   repeat's forward and measure run back to back) and the ratio of the fastest runs (``min``).
 2. ``networkx DP``: a straightforward per-node dynamic program over an explicit
    ``networkx.DiGraph`` of the same network's neurons (route multiplicities as edge weights), one
    sample at a time (target: measuring is at least 100x faster per sample). Building the graph is
@@ -220,7 +222,7 @@ def forward_ratio(
     fwd_cl: list[float] = []
     meas: list[float] = []
     old: list[float] = []
-    for _ in range(repeats):
+    for repeat in range(repeats):
         start = time.perf_counter()
         forward()
         fwd.append(time.perf_counter() - start)
@@ -228,17 +230,25 @@ def forward_ratio(
             start = time.perf_counter()
             forward(last)
             fwd_cl.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        measure_emergence(model, inputs)
-        meas.append(time.perf_counter() - start)
-        if before is not None:
-            start = time.perf_counter()
-            before(model, inputs)
-            old.append(time.perf_counter() - start)
+        # The two measures take turns going first: whichever runs second finds the model's
+        # weights (and the allocator) warm, which can favour it by several percent.
+        for version in ("after", "before") if repeat % 2 == 0 else ("before", "after"):
+            if version == "after":
+                start = time.perf_counter()
+                measure_emergence(model, inputs)
+                meas.append(time.perf_counter() - start)
+            elif before is not None:
+                start = time.perf_counter()
+                before(model, inputs)
+                old.append(time.perf_counter() - start)
     # Medians, and the ratio of the fastest runs too: on a machine shared with other jobs the
     # minimum is the least disturbed estimate of each cost.
     f, m = median_ms(fwd), median_ms(meas)
+    # Paired: the median of each repeat's own ratio (its forward and measure ran back to back),
+    # steadier than a ratio of medians when the machine's load drifts during the run.
+    paired = statistics.median(a / b for a, b in zip(meas, fwd))
     was = f"{median_ms(old) / f:5.2f}x" if old else "    -"
+    was_paired = f"{statistics.median(a / b for a, b in zip(old, fwd)):5.2f}x" if old else "    -"
     best = min(meas) / min(fwd)
     was_best = f"{min(old) / min(fwd):5.2f}x" if old else "    -"
     if fwd_cl:
@@ -248,7 +258,8 @@ def forward_ratio(
     else:
         cl = f"{'':15}  to the faster {m / f:5.2f}x (min {best:5.2f}x)"
     print(f"{name:<52} forward {f:8.2f} ms  measure {m:8.2f} ms  ratio {m / f:5.2f}x "
-          f"(min {best:5.2f}x; <= 1.5)  {cl}  before {was} (min {was_best})")  # fmt: skip
+          f"(paired {paired:5.2f}x, min {best:5.2f}x; <= 1.5)  {cl}  "
+          f"before {was} (paired {was_paired}, min {was_best})")  # fmt: skip
 
 
 def load_baseline(ref: str) -> Measure:

@@ -96,6 +96,54 @@ def test_split_counts_equal_dense_float64_counts_on_real_models(
         assert fast.active_fraction == pytest.approx(dense.active_fraction, abs=1e-12)
 
 
+class ConvNextBlock(nn.Module):
+    """A depthwise 7x7 convolution, then Linear layers on channels-last values, residual."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.up, self.down = nn.Linear(channels, 4 * channels), nn.Linear(4 * channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        return x + self.down(nn.functional.gelu(self.up(y))).permute(0, 3, 1, 2)
+
+
+def deep_models() -> list[tuple[str, nn.Module, torch.Tensor]]:
+    torch.manual_seed(0)
+    separable: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()]
+    for _ in range(12):  # inverted residual blocks without the residual: counts pass 2**100
+        separable += [nn.Conv2d(16, 48, 1), nn.ReLU6(),
+                      nn.Conv2d(48, 48, 3, padding=1, groups=48), nn.ReLU6(), nn.Conv2d(48, 16, 1)]
+    separable += [nn.Flatten(), nn.Linear(16 * 6 * 6, 3)]
+    convnext = nn.Sequential(nn.Conv2d(3, 8, 2, stride=2), *[ConvNextBlock(8) for _ in range(4)],
+                             nn.Flatten(), nn.Linear(8 * 3 * 3, 3))  # fmt: skip
+    return [
+        ("separable", nn.Sequential(*separable).eval(), torch.randn(4, 3, 6, 6)),
+        ("convnext", convnext.eval(), torch.randn(4, 3, 6, 6)),
+    ]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 2.0**20])
+def test_counts_kept_at_their_scale_equal_counts_rescaled_more_often(
+    monkeypatch: pytest.MonkeyPatch, threshold: float
+) -> None:
+    # Counts are divided by their peak only once it passes 2**100 (the separable net's do,
+    # mid-network); rescaled after every layer (0) or whenever they pass 2**20, the same
+    # values up to float64 rounding.
+    for name, model, x in deep_models():
+        for form in ("cross", "li"):
+            kept = measure_emergence(model, x, form=form)  # type: ignore[arg-type]
+            with monkeypatch.context() as patch:
+                patch.setattr(counting, "_RESCALE", threshold)
+                rescaled = measure_emergence(model, x, form=form)  # type: ignore[arg-type]
+            assert torch.isfinite(kept.log10_e).all(), name
+            if name == "separable" and form == "cross":
+                assert (kept.log10_e > 100 * math.log10(2)).all()
+            torch.testing.assert_close(kept.log10_e, rescaled.log10_e, rtol=0, atol=1e-11)
+
+
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_channels_last_uint8_window_sums_equal_float64_window_sums(nd: int) -> None:
     # Depthwise windows of masks are summed channels last in uint8 where every sum stays below

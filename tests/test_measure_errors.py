@@ -11,6 +11,7 @@ import torch
 from helpers import assert_unchanged, snapshot
 from torch import nn
 
+import emergeinit.measure.network as network_module
 from emergeinit.errors import (
     ConfigError,
     EmergeInitError,
@@ -170,6 +171,42 @@ def test_a_non_finite_parameter_makes_every_sample_nan(where: str) -> None:
     assert torch.isnan(result.log10_e).all()
     for key, value in model.state_dict().items():  # nan == nan for this comparison
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_value_in_a_large_weight_makes_every_sample_nan(bad: float) -> None:
+    # A weight this large is summed where it lies (not copied with the small tensors).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                          nn.Linear(128, 2))  # fmt: skip
+    assert model[2].weight.numel() >= network_module._ALONE
+    with torch.no_grad():
+        model[2].weight[100, 200] = bad
+    with pytest.warns(RuntimeWarning, match="3 of 3 samples"):
+        result = measure_emergence(model, torch.randn(3, 4))
+    assert torch.isnan(result.log10_e).all()
+
+
+def test_the_parameter_check_reads_every_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(network_module, "_BATCH", 100)  # the small tensors: several batches
+    all_finite = network_module._all_finite
+    torch.manual_seed(0)
+    large = torch.randn(network_module._ALONE)
+    small = [torch.randn(30) for _ in range(10)]
+    others = [
+        torch.full((network_module._ALONE,), 6e4, dtype=torch.float16),  # sums past 65504
+        torch.full((network_module._ALONE,), 3e38),  # finite; its float32 sum is not
+        torch.ones(2, 2, dtype=torch.float64),
+        torch.arange(4),  # integers: never checked
+        torch.empty(0),
+    ]
+    assert all_finite([large, *small, *others])
+    for bad in (math.nan, math.inf, -math.inf):
+        for index, tensor in enumerate([large, small[7], *others[:3]]):
+            broken = tensor.clone()
+            broken.view(-1)[1] = bad
+            tensors = [large, *small, *others[:3], broken]
+            assert not all_finite(tensors), (bad, index)
 
 
 def test_a_non_finite_buffer_makes_every_sample_nan() -> None:

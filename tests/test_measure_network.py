@@ -720,6 +720,53 @@ def test_a_model_that_needs_default_strides_is_measured_as_its_inputs_lie() -> N
     assert got.active_fraction == want.active_fraction
 
 
+class ZeroPadded(nn.Module):
+    """Hugging Face's TF-style padding: padding by nothing before 1x1 convolutions; with
+    ``write``, the padded value's source is written in place after the copy was taken."""
+
+    def __init__(self, write: bool = False, pad: bool = True) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 6, 3, padding=1)
+        self.b, self.c = nn.Conv2d(6, 4, 1), nn.Conv2d(4, 3, 1)
+        self.write, self.pad = write, pad
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(pixel_values))
+        p = F.pad(h, (0, 0, 0, 0)) if self.pad else h
+        if self.write:
+            h.mul_(2.0)  # the copy p keeps the values before this
+        h = torch.relu(self.b(p))
+        return self.c(F.pad(h, (0, 0, 0, 0)) if self.pad else h)
+
+
+def probe_pads(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
+    structure = structure_module.read_structure(model, capture_module.model_inputs(inputs))
+    graph = structure.probe_module(0.05, True, False)[0].graph
+    return sum(1 for node in graph.nodes if "pad" in str(node.target))
+
+
+def test_padding_by_nothing_is_not_copied_by_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = ZeroPadded()
+    inputs = {"pixel_values": torch.randn(4, 2, 5, 5)}
+    got = measure_emergence(model, inputs)
+    assert probe_pads(model, inputs) == 0
+    unpadded = ZeroPadded(pad=False)
+    unpadded.load_state_dict(model.state_dict())
+    assert torch.equal(got.log10_e, measure_emergence(unpadded, inputs).log10_e)
+    # An in-place write between the copy and its reader: that copy is kept (the other goes).
+    writing = ZeroPadded(write=True)
+    writing.load_state_dict(model.state_dict())
+    written = measure_emergence(writing, inputs)
+    assert probe_pads(writing, inputs) == 1
+    monkeypatch.setattr(structure_module, "_skip_zero_padding", lambda *args: None)
+    for net, result in ((model, got), (writing, written)):
+        fresh = ZeroPadded(write=net.write)
+        fresh.load_state_dict(model.state_dict())
+        assert probe_pads(fresh, inputs) == 2
+        assert torch.equal(result.log10_e, measure_emergence(fresh, inputs).log10_e)
+
+
 def test_mean_activity_gives_one_value_for_the_batch() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 2))
@@ -753,6 +800,14 @@ def test_result_api() -> None:
     assert channel.node_counts == {"input": 1, "0": 2, "4": 3}
 
 
+def test_a_shared_parameter_is_counted_once() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    net[2].weight = net[0].weight  # tied, as in weight-tied models
+    result = measure_emergence(net, torch.randn(3, 4))
+    assert result.num_parameters == sum(p.numel() for p in net.parameters()) == 16 + 4 + 4 + 10
+
+
 def test_no_inactive_neuron_gives_minus_infinity() -> None:
     net = nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Linear(3, 1))
     result = measure_emergence(net, torch.randn(4, 2), tau=-1.0)
@@ -769,6 +824,26 @@ def test_structure_cache_follows_the_model() -> None:
     net[2] = nn.Identity()  # the structure changes: no stale cache
     net[4] = nn.Linear(4, 2)
     assert len(measure_emergence(net, x).node_counts) == 3
+
+
+def test_the_cached_probe_reads_the_current_weights() -> None:
+    # Captured by torch.export (keyword inputs), the probe takes the model's parameters and
+    # buffers as inputs, read once: they must be the model's own tensors, so a change in place
+    # (a training step, load_state_dict) or a new parameter shows in the next measure.
+    torch.manual_seed(0)
+    model = ZeroPadded().eval()
+    inputs = {"pixel_values": torch.randn(4, 2, 5, 5)}
+    measure_emergence(model, inputs)
+    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    fresh = ZeroPadded().eval()
+    fresh.load_state_dict(state)
+    model.load_state_dict(state)  # copies into the same tensors
+    assert torch.equal(measure_emergence(model, inputs).log10_e,
+                       measure_emergence(fresh, inputs).log10_e)  # fmt: skip
+    model.b.weight = nn.Parameter(torch.randn_like(model.b.weight))  # a new tensor
+    fresh.b.weight = nn.Parameter(model.b.weight.detach().clone())
+    assert torch.equal(measure_emergence(model, inputs).log10_e,
+                       measure_emergence(fresh, inputs).log10_e)  # fmt: skip
 
 
 def test_the_cache_does_not_keep_the_model_alive() -> None:

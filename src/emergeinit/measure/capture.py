@@ -265,6 +265,16 @@ def own_tensors(model: nn.Module) -> list[torch.Tensor]:
     ]
 
 
+def count_parameters(model: nn.Module) -> int:
+    """The number of parameter values, a shared parameter once (as ``model.parameters()``
+    counts them), in one walk over each module's own parameters."""
+    sizes = {
+        id(p): p.numel() for module in model.modules() for p in module._parameters.values()
+        if p is not None
+    }  # fmt: skip
+    return sum(sizes.values())
+
+
 def check_forward(model: nn.Module, inputs: ModelInputs) -> None:
     """Raise a TracingError when the model's own forward fails on ``inputs``."""
     try:
@@ -310,6 +320,7 @@ __all__ = [
     "ModelInputs",
     "check_forward",
     "check_model",
+    "count_parameters",
     "model_cache",
     "model_inputs",
     "own_tensors",

@@ -34,8 +34,9 @@ and the products with counts of active neurons are integers below 256 (uint8) or
 summed per sample in int32 / int64 or float64; and the float64 parts only ever add positive
 numbers.
 
-Counts are float64, rescaled after every layer by (an upper bound of) their per-sample maximum
-with the scale kept as a log, so depth and width never overflow.
+Counts are float64 with a per-sample scale kept as a log; after a layer whose counts pass 2**100
+they are divided by (an upper bound of) their per-sample maximum, so depth and width never
+overflow.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _FULL = 0  # demand: every channel separately
 _ROWS = -1  # demand: the sum over the last dimension (a Linear on channels-last values)
 _MAX_TERMS = 8  # split counts with more masks than this are made dense
 _EXACT = 2**24  # float32 holds every integer below this exactly
+_RESCALE = 2.0**100  # counts are divided by their peak once it passes this (float64: 2**1023)
 
 
 class Term(NamedTuple):
@@ -160,6 +162,7 @@ class Counter:
             structure.memo[key] = cached
         self.demand: dict[int, int] = cached[0]
         self.moves_batch: set[int] = cached[1]
+        self._start: tuple[torch.Tensor | None, torch.Tensor] = (None, torch.ones(()))
 
     def run(self) -> torch.Tensor:
         uses = {s.index: 0 for s in self.needed}
@@ -348,20 +351,16 @@ class Counter:
             summed = self._dense(src, step.sources[0], layer.groups)  # only group sums matter
             raw = self._kernel_sum(step, layer, summed, in_shape, out_shape)
             groups = layer.groups
-        # ``raw`` holds F per group and position at scale exp(src.s); below, the new scale
-        # s = src.s + log(peak) is applied where the output is formed (no extra pass).
+        # ``raw`` holds F per group and position at scale exp(src.s); below, a new scale (where
+        # the counts grew past _RESCALE) is applied where the output is formed (no extra pass).
         channels = out_shape[1]
         dims = tuple(range(1, raw.dim()))
         if step.index in self.structure.last:
             self.active_fraction[step.name] = 1.0
             return None, src.s + (raw.sum(dim=dims) * (channels // groups)).log()
-        peak = raw.amax(dim=dims)
-        peak = torch.where(peak > 0, peak, 1.0)
-        s = src.s + peak.log()
+        s, inv, start = self._scale(raw.amax(dim=dims), src.s, raw.dim())
         mask = self._mask(step)
         nb, spatial = mask.shape[0], mask.shape[2:]
-        inv = _per_sample(1.0 / peak, raw.dim())
-        start = _per_sample(torch.exp(-s), raw.dim())  # the length-0 path from inactive u
 
         if groups == 1 and self._split(step.index):
             # Every channel of a position has the same F: keep it once, with the mask of the
@@ -372,7 +371,7 @@ class Counter:
             active = active.to(torch.float64)
             contribution = src.s + (raw * active).sum(dim=dims).log()
             terms = (Term(start.reshape(-1), torch.logical_not(mask), total=inactive),)
-            return Counts(raw * inv, s, uniform=True, terms=terms), contribution
+            return Counts(_times(raw, inv), s, uniform=True, terms=terms), contribution
 
         # Per group of the finest partition both the layer (groups) and its consumers (demand)
         # need: each part's count of active neurons is all the activity mask is needed for.
@@ -389,16 +388,16 @@ class Counter:
         contribution = src.s + (raw * _as(per_group, torch.float64)).sum(dim=dims).log()
 
         # The counts leave summed over the consumers' groups (demand), at the new scale.
-        inv = inv.unsqueeze(2)
         if demand == parts:
             # q = exp(-s) per inactive neuron, plus F (cross) or plus F per active one (li),
             # each part's inactive neurons counted as size - active: one pass over the parts.
             active = counts.reshape(nb, groups, parts // groups, *spatial)
             start = start.unsqueeze(2)
+            by_group = _times(by_group, None if inv is None else inv.unsqueeze(2))
             if self.cross:
-                q = torch.addcmul(by_group * (inv * size) + start * size, active, start, value=-1)
+                q = torch.addcmul((by_group + start) * size, active, start, value=-1)
             else:
-                q = torch.addcmul(start * size, active, by_group * inv - start)
+                q = torch.addcmul(start * size, active, by_group - start)
             return Counts(_carry(q.reshape(nb, parts, *spatial), need), s), contribution
         active_d = _as(_coarsen(counts, demand), torch.float64)
         base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
@@ -407,7 +406,9 @@ class Counter:
         else:
             active = _as(counts, torch.float64).reshape(nb, groups, parts // groups, *spatial)
             summed = _coarsen((by_group * active).reshape(nb, parts, *spatial), demand)
-        return Counts(torch.addcmul(base, summed, inv.squeeze(2)), s), contribution
+        if inv is None:
+            return Counts(base.add_(summed), s), contribution
+        return Counts(torch.addcmul(base, summed, inv), s), contribution
 
     def _conv_split(
         self, step: Step, layer: Layer, src: Counts
@@ -465,8 +466,7 @@ class Counter:
         peak = window.amax(dim=dims)
         for c, _ in sums:
             peak = peak + c * bound
-        peak = torch.where(peak > 0, peak, 1.0)
-        s = src.s + peak.log()
+        s, inv, start = self._scale(peak, src.s, nd + 2)
         mask = self._mask(step)
         active_g = _coarsen(mask, groups)  # active outputs per group (at most per_out)
         active = _count(active_g, 1) if per_out == 1 else active_g.sum(dim=1, keepdim=True)
@@ -485,11 +485,10 @@ class Counter:
         for c, w in sums:  # integer products and sums: exact
             reached = reached + c * _exact_total(torch.mul(w, weight), bound * per_out)
         contribution = src.s + reached.log()
-        inv = _per_sample(per_out / peak, nd + 2)
-        start = _per_sample(torch.exp(-s), nd + 2)
         active_d = active if need == 1 else _coarsen(active_g, need)
         inactive = torch.rsub(_as(active_d, torch.float64), out_shape[1] // need)
-        return Counts(torch.addcmul(summed * inv, inactive, start), s), contribution
+        summed = summed * (per_out if inv is None else inv * per_out)
+        return Counts(torch.addcmul(summed, inactive, start), s), contribution
 
     def _mask_window(
         self, step: Step, layer: Layer, n: torch.Tensor, pending: tuple[int, ...], small: bool
@@ -546,16 +545,13 @@ class Counter:
         if step.index in self.structure.last:
             self.active_fraction[step.name] = 1.0
             return None, src.s + (raw.sum(dim=dims) * width).log()
-        peak = raw.amax(dim=dims)
-        peak = torch.where(peak > 0, peak, 1.0)
-        s = src.s + peak.log()
+        s, inv, start = self._scale(raw.amax(dim=dims), src.s, raw.dim())
         mask = self._mask(step).reshape(-1, *out_shape[1:])
         per_row = _count(mask, -1)
         self.active_fraction[step.name] = float(per_row.sum()) / mask.numel()
         per_row = per_row.to(torch.float64)
         contribution = src.s + (raw * per_row).sum(dim=dims).log()
-        start = _per_sample(torch.exp(-s), raw.dim())
-        scaled = raw * _per_sample(1.0 / peak, raw.dim())
+        scaled = _times(raw, inv)
         need = self._need(step.index)
         if need == _ROWS:  # summed over the row again (another Linear): no per-feature tensor
             inactive = torch.rsub(per_row, width)
@@ -599,6 +595,25 @@ class Counter:
         start = _per_sample(torch.exp(-s), 3)
         q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
         return Counts(q.reshape(self.nb, channels), s, axis=axis), contribution
+
+    def _scale(
+        self, peak: torch.Tensor, s: torch.Tensor, ndim: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The scale of a layer's counts, which are at scale ``exp(s)`` and at most ``peak``
+        per sample: ``(s', factor, exp(-s'))``, the factor (None: 1) and ``exp(-s')`` shaped
+        for ``ndim`` dimensions. Counts are rescaled, by their peak, only once some sample's
+        passes ``_RESCALE``: a float64 count has room for the growth of many layers above it,
+        and a kept scale saves a dozen small operations per layer (and a pass over the counts).
+        """
+        if float(peak.max()) > _RESCALE:
+            peak = torch.where(peak > 0, peak, 1.0)
+            s = s + peak.log()
+            factor: torch.Tensor | None = _per_sample(1.0 / peak, ndim)
+        else:
+            factor = None
+        if self._start[0] is not s:
+            self._start = (s, torch.exp(-s))  # the length-0 path from an inactive neuron
+        return s, factor, _per_sample(self._start[1], ndim)
 
     def _mask(self, step: Step) -> torch.Tensor:
         mask = self.masks[step.index]
@@ -694,6 +709,8 @@ class Counter:
             pad = self._pad(step)
             if len(pad) > 2 * (len(in_shape) - 1):
                 raise self._error(step, "it pads the batch dimension")
+            if not any(pad):
+                return Counts(_carry(src.t, own), src.s)
             t = F.pad(src.t, pad, value=0.0)  # padded positions are constants: no paths
             if tuple(t.shape[2:]) != tuple(out_shape[2:]):
                 raise self._error(step, "its output size could not be reproduced")
@@ -723,6 +740,8 @@ class Counter:
             return src
         if kind == "pad" and src.axis == 1 and len(self._pad(step)) <= 2 * (len(in_shape) - 2):
             pad = self._pad(step)
+            if not any(pad):
+                return src
             t = F.pad(src.t, pad, value=0.0)
             if tuple(t.shape[2:]) != tuple(out_shape[2:]):
                 raise self._error(step, "its output size could not be reproduced")
@@ -1101,6 +1120,10 @@ def _tuple(value: Any, nd: int) -> tuple[int, ...]:
         return (value,) * nd
     items = tuple(int(v) for v in value)
     return items * nd if len(items) == 1 else items
+
+
+def _times(t: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+    return t if factor is None else t * factor
 
 
 def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from .capture import (
     ModelInputs,
     check_forward,
     check_model,
+    count_parameters,
     model_inputs,
     own_tensors,
     untouched,
@@ -228,7 +229,7 @@ def measure_emergence(
             "all samples are)"), RuntimeWarning, stacklevel=2,
         )  # fmt: skip
     mean, std = _mean_std(log10_e)
-    num_parameters = sum(p.numel() for p in model.parameters())
+    num_parameters = count_parameters(model)
     relative = mean - math.log10(num_parameters) if num_parameters else math.nan
     return EmergenceResult(
         log10_e=log10_e,
@@ -331,32 +332,39 @@ def _sum(t: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every float tensor is finite: a sum over each batch of small tensors of a dtype
-    and device, or over each large tensor alone (finite when all values are), then, where that
-    sum is not (it may overflow), a sum per tensor, and the elementwise test (slow on CPU) only
-    for a tensor whose sum is not."""
-    open_batches: dict[tuple[torch.dtype, torch.device], tuple[list[torch.Tensor], int]] = {}
-    batches: list[list[torch.Tensor]] = []
+    """Whether every float tensor is finite.
+
+    Per dtype and device, one stacked set of sums: each large tensor summed where it lies (a
+    copy would cost more than the sum), the small ones concatenated in batches; a sum is finite
+    when every value is. Where one is not (it may also overflow), a sum per tensor, and the
+    elementwise test (slow on CPU) only for a tensor whose sum is not finite."""
+    by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for t in tensors:
-        if not t.is_floating_point() or not t.numel():
+        if t.is_floating_point() and t.numel():
+            by_kind.setdefault((t.dtype, t.device), []).append(t.detach())
+    for kind in by_kind.values():
+        large = [t for t in kind if t.numel() >= _ALONE]
+        small = [t for t in kind if t.numel() < _ALONE]
+        sums = [_sum(t) for t in large]
+        batches: list[list[torch.Tensor]] = []
+        size = _BATCH
+        for t in small:
+            if size + t.numel() > _BATCH:
+                batches.append([])
+                size = 0
+            batches[-1].append(t.reshape(-1))
+            size += t.numel()
+        sums += [_sum(torch.cat(batch)) for batch in batches]
+        if bool(torch.isfinite(torch.stack(sums)).all()):
             continue
-        batch, size = open_batches.get((t.dtype, t.device), ([], _BATCH))
-        if size + t.numel() > _BATCH:
-            batch, size = [], 0
-            batches.append(batch)
-        batch.append(t.detach())
-        open_batches[(t.dtype, t.device)] = (batch, size + t.numel())
-    for batch in batches:
-        flat = torch.cat([t.reshape(-1) for t in batch]) if len(batch) > 1 else batch[0]
-        if bool(torch.isfinite(_sum(flat))):
-            continue
-        sums = torch.stack([_sum(t).double() for t in batch])
-        suspects = (~torch.isfinite(sums)).nonzero().flatten().tolist()
-        if not all(bool(torch.isfinite(batch[i]).all()) for i in suspects):
+        per_tensor = torch.stack([_sum(t).double() for t in kind])
+        suspects = (~torch.isfinite(per_tensor)).nonzero().flatten().tolist()
+        if not all(bool(torch.isfinite(kind[i]).all()) for i in suspects):
             return False
     return True
 
 
+_ALONE = 2**14  # values: a tensor at least this large is summed alone, not copied
 _BATCH = 2**22  # values: the largest copy the parameter check makes (16 MiB of float32)
 
 

@@ -97,7 +97,7 @@ class Structure:
     last: set[int]  # weight steps that feed no other weight layer: all outputs active
     read: dict[int, Read]  # weight step -> where its activity is read
     weight_args: dict[int, str]  # functional weight step -> the node of its weight tensor
-    _probes: dict[tuple[Any, ...], fx.GraphModule] = field(default_factory=dict)
+    _probes: dict[tuple[Any, ...], tuple[fx.GraphModule, list[Any]]] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)  # per-shape constants of the counter
 
     @property
@@ -125,11 +125,11 @@ class Structure:
         """Run the probe; ``exact``: per-sample finiteness flags instead of row sums;
         ``channels_last``: image (and volume) inputs laid out channels last, which the
         convolutions keep (their values equal up to rounding), and so do the masks."""
-        probe = self.probe_module(tau, per_sample, channel, exact)
+        probe, attributes = self.probe_module(tau, per_sample, channel, exact)
         flat = self.captured.flat(inputs)
         if channels_last:
             flat = [_to_channels_last(value) for value in flat]
-        shapes, masks, sums, dynamic, weights = probe(*flat)
+        shapes, masks, sums, dynamic, weights = probe(*flat, *attributes)
         dynamic_steps = [s for s in self.steps if s.dynamic]
         return Probe(
             list(shapes),
@@ -141,8 +141,10 @@ class Structure:
 
     def probe_module(
         self, tau: float, per_sample: bool, channel: bool, exact: bool = False
-    ) -> fx.GraphModule:
-        """A copy of the captured forward returning what :class:`Probe` holds.
+    ) -> tuple[fx.GraphModule, list[Any]]:
+        """A copy of the captured forward returning what :class:`Probe` holds, and the
+        values it takes after the inputs (the attributes the forward reads: parameters and
+        buffers, the same objects as the model's).
 
         Masks are computed right after their read point, so later in-place ops cannot alter
         them and no full activation is kept alive.
@@ -156,6 +158,8 @@ class Structure:
         values: dict[fx.Node, fx.Node] = {}
         graph.graph_copy(old, values)
         by_name = {node.name: values[node] for node in old.nodes if node in values}
+        _skip_zero_padding(graph, by_name, self.steps)
+        attributes = _attributes_as_inputs(graph, self.graph_module, by_name)
         last_input = [n for n in graph.nodes if n.op == "placeholder"][-1]
         shape_nodes: dict[int, fx.Node] = {}
         for step in self.steps:
@@ -204,8 +208,64 @@ class Structure:
         probe = fx.GraphModule(self.graph_module, graph)
         if len(self._probes) >= _MAX_PROBES:  # e.g. a sweep over tau: keep memory bounded
             self._probes.pop(next(iter(self._probes)))
-        self._probes[key] = probe
-        return probe
+        self._probes[key] = (probe, attributes)
+        return probe, attributes
+
+
+def _skip_zero_padding(graph: fx.Graph, by_name: dict[str, fx.Node], steps: list[Step]) -> None:
+    """Drop from the probe's ``graph`` the padding steps that pad by nothing (a copy of their
+    input, e.g. Hugging Face's TF-style padding before every 1x1 convolution); their readers
+    read the input instead, and ``by_name`` follows. The values are the same; only a copy is
+    saved. Only where no node from the input to the last reader of the copy may write in place
+    (an ATen operator whose schema writes, or any module or Python function), so nothing can
+    tell the input from its copy."""
+    nodes = list(graph.nodes)
+    order = {node: i for i, node in enumerate(nodes)}
+    for step in steps:
+        if step.kind != "pad" or step.dynamic or any(step.params.get("pad", (1,))):
+            continue
+        node = by_name[step.node]
+        source = node.args[0] if node.args else None
+        if not isinstance(source, fx.Node) or source not in order or not node.users:
+            continue
+        end = max(order[user] for user in node.users)
+        window = nodes[order[source] : end + 1]
+        if all(n is node or _writes_nothing(n) for n in window):
+            node.replace_all_uses_with(source)
+            graph.erase_node(node)
+            by_name[step.node] = source
+
+
+def _attributes_as_inputs(
+    graph: fx.Graph, root: nn.Module, by_name: dict[str, fx.Node]
+) -> list[Any]:
+    """Turn the attribute reads of ``graph`` into inputs after the others and return their
+    values, read once from ``root``: the same objects, but a dotted attribute costs a Python
+    lookup per module level on every call (a Hugging Face model's forward reads hundreds)."""
+    reads = [node for node in graph.nodes if node.op == "get_attr"]
+    anchor = [node for node in graph.nodes if node.op == "placeholder"][-1]
+    values = []
+    inputs: dict[fx.Node, fx.Node] = {}
+    for i, node in enumerate(reads):
+        values.append(operator.attrgetter(str(node.target))(root))
+        with graph.inserting_after(anchor):
+            anchor = inputs[node] = graph.placeholder(f"_emergeinit_attribute_{i}")
+        node.replace_all_uses_with(anchor)
+        graph.erase_node(node)
+    for name, node in by_name.items():
+        by_name[name] = inputs.get(node, node)
+    return values
+
+
+def _writes_nothing(node: fx.Node) -> bool:
+    if node.op in ("placeholder", "get_attr", "output"):
+        return True
+    if node.op != "call_function":
+        return False
+    target = node.target
+    if target is operator.getitem:
+        return True
+    return isinstance(target, torch._ops.OpOverload) and not target._schema.is_mutable
 
 
 def _to_channels_last(value: Any) -> Any:
