@@ -741,30 +741,46 @@ class ZeroPadded(nn.Module):
 
 def probe_pads(model: nn.Module, inputs: dict[str, torch.Tensor]) -> int:
     structure = structure_module.read_structure(model, capture_module.model_inputs(inputs))
-    graph = structure.probe_module(0.05, True, False)[0].graph
+    graph = structure.probe_module(0.5, True, False)[0].graph
     return sum(1 for node in graph.nodes if "pad" in str(node.target))
 
 
+def integer_state(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Small integer weights: with integer inputs every activation is an integer whatever the
+    layout or summation order, so with ``tau`` between integers the activity reads the same."""
+    generator = torch.Generator().manual_seed(seed)
+    return {k: torch.randint(-2, 3, v.shape, generator=generator).float()
+            for k, v in model.state_dict().items()}  # fmt: skip
+
+
+def integer_inputs() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"pixel_values": torch.randint(-3, 4, (4, 2, 5, 5), generator=generator).float()}
+
+
 def test_padding_by_nothing_is_not_copied_by_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
     model = ZeroPadded()
-    inputs = {"pixel_values": torch.randn(4, 2, 5, 5)}
-    got = measure_emergence(model, inputs)
+    state = integer_state(model, 0)
+    model.load_state_dict(state)
+    inputs = integer_inputs()
+    got = measure_emergence(model, inputs, tau=0.5)
     assert probe_pads(model, inputs) == 0
     unpadded = ZeroPadded(pad=False)
-    unpadded.load_state_dict(model.state_dict())
-    assert torch.equal(got.log10_e, measure_emergence(unpadded, inputs).log10_e)
+    unpadded.load_state_dict(state)
+    want = measure_emergence(unpadded, inputs, tau=0.5)
+    torch.testing.assert_close(got.log10_e, want.log10_e, rtol=0, atol=1e-12)
     # An in-place write between the copy and its reader: that copy is kept (the other goes).
     writing = ZeroPadded(write=True)
-    writing.load_state_dict(model.state_dict())
-    written = measure_emergence(writing, inputs)
+    writing.load_state_dict(state)
+    written = measure_emergence(writing, inputs, tau=0.5)
     assert probe_pads(writing, inputs) == 1
     monkeypatch.setattr(structure_module, "_skip_zero_padding", lambda *args: None)
     for net, result in ((model, got), (writing, written)):
         fresh = ZeroPadded(write=net.write)
-        fresh.load_state_dict(model.state_dict())
+        fresh.load_state_dict(state)
         assert probe_pads(fresh, inputs) == 2
-        assert torch.equal(result.log10_e, measure_emergence(fresh, inputs).log10_e)
+        plain = measure_emergence(fresh, inputs, tau=0.5)
+        torch.testing.assert_close(result.log10_e, plain.log10_e, rtol=0, atol=1e-12)
 
 
 def test_mean_activity_gives_one_value_for_the_batch() -> None:
@@ -830,20 +846,24 @@ def test_the_cached_probe_reads_the_current_weights() -> None:
     # Captured by torch.export (keyword inputs), the probe takes the model's parameters and
     # buffers as inputs, read once: they must be the model's own tensors, so a change in place
     # (a training step, load_state_dict) or a new parameter shows in the next measure.
-    torch.manual_seed(0)
     model = ZeroPadded().eval()
-    inputs = {"pixel_values": torch.randn(4, 2, 5, 5)}
-    measure_emergence(model, inputs)
-    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    model.load_state_dict(integer_state(model, 0))
+    inputs = integer_inputs()
+    first = measure_emergence(model, inputs, tau=0.5)
+    state = integer_state(model, 1)
     fresh = ZeroPadded().eval()
     fresh.load_state_dict(state)
     model.load_state_dict(state)  # copies into the same tensors
-    assert torch.equal(measure_emergence(model, inputs).log10_e,
-                       measure_emergence(fresh, inputs).log10_e)  # fmt: skip
-    model.b.weight = nn.Parameter(torch.randn_like(model.b.weight))  # a new tensor
-    fresh.b.weight = nn.Parameter(model.b.weight.detach().clone())
-    assert torch.equal(measure_emergence(model, inputs).log10_e,
-                       measure_emergence(fresh, inputs).log10_e)  # fmt: skip
+    got = measure_emergence(model, inputs, tau=0.5)
+    assert not torch.allclose(got.log10_e, first.log10_e)
+    want = measure_emergence(fresh, inputs, tau=0.5)
+    torch.testing.assert_close(got.log10_e, want.log10_e, rtol=0, atol=1e-12)
+    weight = torch.randint(-2, 3, model.b.weight.shape, generator=torch.Generator().manual_seed(2))
+    model.b.weight = nn.Parameter(weight.float())  # a new tensor
+    fresh.b.weight = nn.Parameter(weight.float())
+    got = measure_emergence(model, inputs, tau=0.5)
+    want = measure_emergence(fresh, inputs, tau=0.5)
+    torch.testing.assert_close(got.log10_e, want.log10_e, rtol=0, atol=1e-12)
 
 
 def test_the_cache_does_not_keep_the_model_alive() -> None:
