@@ -9,7 +9,9 @@ measured with and without the split counts at the size of ``benchmarks/measure_s
 
 from __future__ import annotations
 
+import itertools
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -131,15 +133,16 @@ def test_counts_kept_at_their_scale_equal_counts_rescaled_more_often(
 ) -> None:
     # Counts are divided by their peak only once it passes 2**100 (the separable net's do,
     # mid-network); rescaled after every layer (0) or whenever they pass 2**20, the same
-    # values up to float64 rounding.
+    # values up to float64 rounding, at both granularities.
     for name, model, x in deep_models():
-        for form in ("cross", "li"):
-            kept = measure_emergence(model, x, form=form)  # type: ignore[arg-type]
+        for form, granularity in itertools.product(("cross", "li"), ("neuron", "channel")):
+            options: dict[str, Any] = {"form": form, "granularity": granularity}
+            kept = measure_emergence(model, x, **options)
             with monkeypatch.context() as patch:
                 patch.setattr(counting, "_RESCALE", threshold)
-                rescaled = measure_emergence(model, x, form=form)  # type: ignore[arg-type]
-            assert torch.isfinite(kept.log10_e).all(), name
-            if name == "separable" and form == "cross":
+                rescaled = measure_emergence(model, x, **options)
+            assert torch.isfinite(kept.log10_e).all(), (name, options)
+            if name == "separable" and form == "cross" and granularity == "neuron":
                 assert (kept.log10_e > 100 * math.log10(2)).all()
             torch.testing.assert_close(kept.log10_e, rescaled.log10_e, rtol=0, atol=1e-11)
 

@@ -123,8 +123,7 @@ def verdict_phrase(v: Verdict, *, margin_unit: bool = True) -> str:
     points)`` (``(±0.5)`` without ``margin_unit``), ``inconclusive (needs 12 seeds)`` or
     ``inconclusive (2 seeds)``."""
     if v.word == "equivalent":
-        margin = format_margin(v.margin, v.metric)
-        return f"equivalent ({margin if margin_unit else margin.split()[0]})"
+        return f"equivalent ({format_margin(v.margin, v.metric, with_unit=margin_unit)})"
     if v.word != "inconclusive":
         return v.word
     if v.seeds_needed is not None:
@@ -147,7 +146,7 @@ def answer_cells(entries: Sequence[AnswerEntry]) -> list[list[str]]:
     rows = []
     for entry in entries:
         v = entry.verdict
-        margin = format_margin(v.margin, v.metric).removesuffix(" points")
+        margin = format_margin(v.margin, v.metric, with_unit=False)
         mde = format_value(v.mde, v.metric, signed=False) if v.mde is not None else "n/a"
         rows.append([
             entry.setting, entry.init, metric_label(v.metric), _difference(v), _verdict_cell(v),

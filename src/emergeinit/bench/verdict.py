@@ -170,10 +170,11 @@ def format_value(value: float, metric: str, *, signed: bool = True) -> str:
     return f"{x:+.3g}" if signed else f"{x:.3g}"
 
 
-def format_margin(margin: float, metric: str) -> str:
-    """``±0.5 points`` (accuracy margin 0.005), ``±0.5 points`` (BLEU), ``±0.01`` (a loss)."""
+def format_margin(margin: float, metric: str, *, with_unit: bool = True) -> str:
+    """``±0.5 points`` (accuracy margin 0.005), ``±0.5 points`` (BLEU), ``±0.01`` (a loss);
+    without ``with_unit``, ``±0.5`` for all three."""
     text = f"±{margin * points_scale(metric):.3g}"
-    return f"{text} {unit(metric)}" if unit(metric) else text
+    return f"{text} {unit(metric)}" if with_unit and unit(metric) else text
 
 
 # --- power ---------------------------------------------------------------------------------------

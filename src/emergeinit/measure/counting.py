@@ -584,15 +584,15 @@ class Counter:
         channels = out_shape[axis]
         self.node_counts[step.name] = channels
         # A channel feeds every channel of its group once; a flattened channel every output.
-        fg, s = _rescale(_coarsen(src.t, groups), src.s)
+        fg = _coarsen(src.t, groups)
         if step.index in self.structure.last:
             self.active_fraction[step.name] = 1.0
-            return None, s + (fg.sum(dim=1) * (channels // groups)).log()
+            return None, src.s + (fg.sum(dim=1) * (channels // groups)).log()
+        s, inv, start = self._scale(fg.amax(dim=1), src.s, 3)
         mask = self._mask(step).reshape(-1, groups, channels // groups)
         self.active_fraction[step.name] = float(mask.float().mean())
-        fg = fg.unsqueeze(2)
+        fg = _times(fg.unsqueeze(2), inv)
         contribution = s + (fg * mask.sum(dim=2, keepdim=True)).sum(dim=(1, 2)).log()
-        start = _per_sample(torch.exp(-s), 3)
         q = torch.where(mask, fg, fg + start) if self.cross else torch.where(mask, fg, start)
         return Counts(q.reshape(self.nb, channels), s, axis=axis), contribution
 
@@ -1128,13 +1128,6 @@ def _times(t: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
 
 def _per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.reshape(-1, *([1] * (ndim - 1)))
-
-
-def _rescale(fg: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Divide by the per-sample maximum, adding its log to the scale (nothing can overflow)."""
-    peak = fg.amax(dim=tuple(range(1, fg.dim())))
-    peak = torch.where(peak > 0, peak, 1.0)
-    return fg / _per_sample(peak, fg.dim()), s + peak.log()
 
 
 def _carry(t: torch.Tensor, need: int) -> torch.Tensor:

@@ -347,9 +347,9 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
         small = [t for t in kind if t.numel() < _ALONE]
         sums = [_sum(t) for t in large]
         batches: list[list[torch.Tensor]] = []
-        size = _BATCH
+        size = 0
         for t in small:
-            if size + t.numel() > _BATCH:
+            if not batches or size + t.numel() > _BATCH:
                 batches.append([])
                 size = 0
             batches[-1].append(t.reshape(-1))

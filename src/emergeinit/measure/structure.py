@@ -222,7 +222,9 @@ def _skip_zero_padding(graph: fx.Graph, by_name: dict[str, fx.Node], steps: list
     nodes = list(graph.nodes)
     order = {node: i for i, node in enumerate(nodes)}
     for step in steps:
-        if step.kind != "pad" or step.dynamic or any(step.params.get("pad", (1,))):
+        amounts = step.params.get("pad")  # a list of ints, unless computed in forward()
+        by_nothing = isinstance(amounts, (list, tuple)) and not any(amounts)
+        if step.kind != "pad" or step.dynamic or not by_nothing:
             continue
         node = by_name[step.node]
         source = node.args[0] if node.args else None
