@@ -206,6 +206,32 @@ def test_mask_counts_in_every_layout() -> None:
     assert counting._count(full, 1).flatten().tolist() == [1000] * 16
 
 
+@pytest.mark.parametrize("lane_min", [0, 2**40])  # int32 lanes; int64 words or plain sums
+def test_block_counts_of_channels_last_masks(
+    lane_min: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Per position, the active neurons of each block of channels, for every block size of 8,
+    # 24, 1020 and 1024 channels (words of 1, 2, 4 and 8 bytes, blocks past 255, at and past the
+    # 255 * 4 limit of int32 lanes, sizes that fit neither), random and all-true (lanes full).
+    monkeypatch.setattr(counting, "_LANE_MIN", lane_min)
+    generator = torch.Generator().manual_seed(6)
+    for channels in (8, 24, 1020, 1024):
+        random = torch.rand(3, channels, 2, 3, generator=generator) > 0.5
+        full = torch.ones(2, channels, 1, 2, dtype=torch.bool)
+        for mask in (random, full):
+            last = mask.contiguous(memory_format=torch.channels_last)
+            for groups in (g for g in range(1, channels + 1) if channels % g == 0):
+                want = mask.reshape(mask.shape[0], groups, -1, *mask.shape[2:]).sum(dim=2)
+                got = counting._coarsen(last, groups)
+                assert got.dtype == (torch.bool if groups == channels else torch.int32)
+                assert torch.equal(got.to(torch.int64), want), (channels, groups)
+    # A view that starts mid-word, and rows of whole masks.
+    rows = torch.rand(5, 41, generator=generator) > 0.5
+    for view in (rows[:, 1:], rows[1:, :40], rows[:, :40]):
+        want = view.to(torch.int64).sum(dim=-1, keepdim=True)
+        assert torch.equal(counting._count(view, -1).to(torch.int64), want)
+
+
 @pytest.mark.parametrize("multiplier", [2, 6])  # 7x7 windows: uint8 (98), float32 (294)
 def test_depthwise_with_channel_multiplier_equals_dense_counts(
     multiplier: int, monkeypatch: pytest.MonkeyPatch

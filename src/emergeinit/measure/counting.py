@@ -42,6 +42,7 @@ overflow.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -383,7 +384,9 @@ class Counter:
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
         # F of a group reaches each of its active neurons: only the count per group matters
         # (an exact integer sum), not a product per part.
-        per_group = counts if parts == groups else _coarsen(counts, groups)
+        # (From the mask again rather than from ``counts``: PyTorch sums a few adjacent int32
+        # values in a scalar loop, slower than another pass over the mask's bytes.)
+        per_group = counts if parts == groups else _coarsen(mask, groups)
         self.active_fraction[step.name] = float(per_group.sum()) / mask.numel()
         contribution = src.s + (raw * _as(per_group, torch.float64)).sum(dim=dims).log()
 
@@ -391,13 +394,16 @@ class Counter:
         if demand == parts:
             # q = exp(-s) per inactive neuron, plus F (cross) or plus F per active one (li),
             # each part's inactive neurons counted as size - active: one pass over the parts.
-            active = counts.reshape(nb, groups, parts // groups, *spatial)
+            # In float64 first: a multiply-add over mixed dtypes is a scalar loop.
+            active = _as(counts, torch.float64).reshape(nb, groups, parts // groups, *spatial)
             start = start.unsqueeze(2)
             by_group = _times(by_group, None if inv is None else inv.unsqueeze(2))
+            # A product and an addition, each with one broadcast operand: PyTorch vectorizes
+            # those, not a multiply-add that broadcasts two operands.
             if self.cross:
-                q = torch.addcmul((by_group + start) * size, active, start, value=-1)
+                q = torch.mul(active, -start).add_((by_group + start) * size)
             else:
-                q = torch.addcmul(start * size, active, by_group - start)
+                q = torch.mul(active, by_group - start).add_(start * size)
             return Counts(_carry(q.reshape(nb, parts, *spatial), need), s), contribution
         active_d = _as(_coarsen(counts, demand), torch.float64)
         base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
@@ -1164,6 +1170,10 @@ def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
     mask becomes counts (int32)."""
     if t.dim() < 2 or groups == _FULL or t.shape[1] == groups:
         return t
+    if t.dtype == torch.bool and t.stride(1) == 1:  # channels last: runs of bytes per position
+        rows = t.view(torch.uint8).movedim(1, -1)
+        if rows.is_contiguous():
+            return _block_counts(rows, t.shape[1] // groups).movedim(-1, 1)
     split = t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:])
     return _count(split, 2).squeeze(2) if t.dtype == torch.bool else split.sum(dim=2)
 
@@ -1200,15 +1210,51 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _count_rows(rows: torch.Tensor) -> torch.Tensor:
-    """The sum of each row (last dimension, kept) of 0 / 1 uint8 values, as int32: by int64
-    words of 8 neighbours (each lane below 128), then their 8 lanes, where the rows allow."""
-    size = rows.shape[-1]
-    wide = torch.int32 if size > 255 else torch.uint8
-    if size % 8 == 0 and size <= 8 * 127 and rows.is_contiguous():
-        words = rows.reshape(-1, size).view(torch.int64).sum(dim=-1, dtype=torch.int64)
-        lanes = words.view(torch.uint8).reshape(*rows.shape[:-1], 8)
-        return lanes.sum(dim=-1, keepdim=True, dtype=wide).to(torch.int32)
+    """The sum of each row (last dimension, kept) of 0 / 1 uint8 values, as int32."""
+    if rows.is_contiguous():
+        return _block_counts(rows, rows.shape[-1])
+    wide = torch.int32 if rows.shape[-1] > 255 else torch.uint8
     return rows.sum(dim=-1, keepdim=True, dtype=wide).to(torch.int32)
+
+
+def _block_counts(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """Sums of the last dimension's blocks of ``size`` 0 / 1 uint8 values (contiguous), int32.
+
+    PyTorch's CPU sums over a few adjacent bytes are scalar loops, so the bytes are added as
+    words (little-endian). In a large mask: the int32 words of a block summed (no byte lane
+    passes 255, so nothing carries into the next lane), then each word's 4 lanes
+    pairwise, masked (blocks of 2: each word plus itself shifted by a byte, masked to 2-byte
+    lanes). In a small one (fewer operations): blocks of 8k by the int64 words of a block
+    summed (no lane reaches 128, so none carries and no word turns negative), then the 8
+    lanes of each sum."""
+    width = rows.shape[-1]
+    shape = rows.shape[:-1]
+    if size == 1:
+        return rows.to(torch.int32)
+    flat = rows.reshape(-1, width)  # a view; size-1 dimensions get standard strides
+    aligned = sys.byteorder == "little" and flat.numel() > 0 and flat.storage_offset() % 8 == 0
+    lanes_fit = size == 2 or (size % 4 == 0 and size <= 4 * 255)
+    if aligned and width % 4 == 0 and lanes_fit and flat.numel() >= _LANE_MIN:
+        words = flat.view(torch.int32)
+        if size == 2:
+            lanes = torch.bitwise_right_shift(words, 8).add_(words).bitwise_and_(0x00FF00FF)
+            return lanes.view(torch.int16).to(torch.int32).reshape(*shape, -1)
+        words = words.reshape(-1, width // size, size // 4)
+        summed = words.sum(dim=-1, dtype=torch.int32) if size > 4 else words.squeeze(-1)
+        lanes = torch.bitwise_right_shift(summed, 8).bitwise_and_(0x00FF00FF)
+        lanes.add_(summed.bitwise_and(0x00FF00FF))
+        lanes.add_(torch.bitwise_right_shift(lanes, 16)).bitwise_and_(0xFFFF)
+        return lanes.reshape(*shape, -1)
+    wide = torch.int32 if size > 255 else torch.uint8
+    if aligned and width % 8 == 0 and size % 8 == 0 and size <= 8 * 127:
+        words = flat.view(torch.int64).reshape(-1, width // size, size // 8)
+        summed = words.sum(dim=-1, dtype=torch.int64) if size > 8 else words.squeeze(-1)
+        lanes = summed.view(torch.uint8).reshape(*shape, width // size, 8)
+        return lanes.sum(dim=-1, dtype=wide).to(torch.int32)
+    return rows.reshape(*shape, width // size, size).sum(dim=-1, dtype=wide).to(torch.int32)
+
+
+_LANE_MIN = 2**18  # below this many values, fewer operations (int64 words) cost less
 
 
 def _coarse_groups(raw: torch.Tensor, groups: int, parts: int, demand: int) -> torch.Tensor:
