@@ -12,7 +12,11 @@ Two baselines, each measured in the same run, repeats interleaved, medians repor
    same loop, so "before" and "after" share the machine's load; models it cannot measure show
    a dash. Hugging Face models (if transformers is installed) take keyword ``pixel_values``.
    Besides the ratio of the medians, the median of the repeats' own ratios (``paired``: each
-   repeat's forward and measure run back to back) and the ratio of the fastest runs (``min``).
+   repeat's forward and measure run back to back) and the ratio of the fastest runs (``min``),
+   and the minor page faults per call of each. ``--steady-allocator`` reruns the script with
+   glibc told to keep freed memory (``GLIBC_TUNABLES``): with the defaults, how many large
+   blocks come back as fresh (faulting) memory varies from process to process and call to
+   call, and the forward's own time with it (up to 2x on this benchmark's models).
 2. ``networkx DP``: a straightforward per-node dynamic program over an explicit
    ``networkx.DiGraph`` of the same network's neurons (route multiplicities as edge weights), one
    sample at a time (target: measuring is at least 100x faster per sample). Building the graph is
@@ -21,6 +25,7 @@ Two baselines, each measured in the same run, repeats interleaved, medians repor
 
     python benchmarks/measure_speed.py [--repeats 7] [--threads 1] [--dp-samples 2]
                                        [--baseline REF] [--only SUBSTRING]
+                                       [--steady-allocator]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import importlib
 import itertools
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -198,6 +204,22 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
 
+def page_faults() -> int:
+    """Minor page faults of this process so far (0 where the OS does not report them)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# glibc's allocator returns freed memory to the OS once enough lies free at the top of its heap,
+# and hands out large blocks as fresh mappings: the next pass over them page-faults (thousands
+# of faults per forward, up to half its time, varying from process to process). These settings
+# keep freed memory for reuse, so that neither the forward nor the measure pays for faults.
+STEADY_ALLOCATOR = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296"
+
+
 def forward_ratio(
     name: str, model: nn.Module, x: torch.Tensor, keyword: str | None, repeats: int,
     before: Measure | None,
@@ -222,10 +244,12 @@ def forward_ratio(
     fwd_cl: list[float] = []
     meas: list[float] = []
     old: list[float] = []
+    faults = {"forward": 0, "measure": 0}
     for repeat in range(repeats):
-        start = time.perf_counter()
+        start, first = time.perf_counter(), page_faults()
         forward()
         fwd.append(time.perf_counter() - start)
+        faults["forward"] += page_faults() - first
         if last is not None:
             start = time.perf_counter()
             forward(last)
@@ -234,9 +258,10 @@ def forward_ratio(
         # weights (and the allocator) warm, which can favour it by several percent.
         for version in ("after", "before") if repeat % 2 == 0 else ("before", "after"):
             if version == "after":
-                start = time.perf_counter()
+                start, first = time.perf_counter(), page_faults()
                 measure_emergence(model, inputs)
                 meas.append(time.perf_counter() - start)
+                faults["measure"] += page_faults() - first
             elif before is not None:
                 start = time.perf_counter()
                 before(model, inputs)
@@ -259,7 +284,8 @@ def forward_ratio(
         cl = f"{'':15}  to the faster {m / f:5.2f}x (min {best:5.2f}x)"
     print(f"{name:<52} forward {f:8.2f} ms  measure {m:8.2f} ms  ratio {m / f:5.2f}x "
           f"(paired {paired:5.2f}x, min {best:5.2f}x; <= 1.5)  {cl}  "
-          f"before {was} (paired {was_paired}, min {was_best})")  # fmt: skip
+          f"before {was} (paired {was_paired}, min {was_best})  page faults per call: forward "
+          f"{faults['forward'] // repeats}, measure {faults['measure'] // repeats}")  # fmt: skip
 
 
 def load_baseline(ref: str) -> Measure:
@@ -411,11 +437,18 @@ def main() -> None:
     parser.add_argument("--dp-samples", type=int, default=2, help="samples the DP is timed on")
     parser.add_argument("--baseline", help="a git revision whose measure is timed alongside")
     parser.add_argument("--only", default="", help="run only cases whose name contains this")
+    parser.add_argument("--steady-allocator", action="store_true",
+                        help="rerun under GLIBC_TUNABLES that keep freed memory (no page faults)")
     args = parser.parse_args()
+    if args.steady_allocator and os.environ.get("GLIBC_TUNABLES") != STEADY_ALLOCATOR:
+        # Read by glibc when the process starts: the script starts again with them set.
+        env = {**os.environ, "GLIBC_TUNABLES": STEADY_ALLOCATOR}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
     before = load_baseline(args.baseline) if args.baseline else None
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians"
-          + (f", before = {args.baseline}" if args.baseline else ""))  # fmt: skip
+          + (f", before = {args.baseline}" if args.baseline else "")
+          + (f", GLIBC_TUNABLES={STEADY_ALLOCATOR}" if args.steady_allocator else ""))  # fmt: skip
     print("\nmeasure_emergence vs the model's forward (eval mode, neuron granularity):")
     for name, factory, shape, keyword in FORWARD_CASES:
         if args.only not in name:

@@ -1046,7 +1046,7 @@ def _window_sum(
             out = t.new_zeros(shape)
         else:
             index[dim] = whole[2]
-            out = t[tuple(index)].clone(memory_format=torch.contiguous_format)
+            out = t[tuple(index)].clone()
         for tap in taps:
             if tap is not whole:
                 index[dim] = tap[2]
