@@ -50,6 +50,11 @@ from torch import nn
 
 from emergeinit.measure import measure_emergence
 
+try:
+    import resource
+except ImportError:  # Windows has no getrusage
+    resource = None  # type: ignore[assignment]
+
 Measure = Callable[[nn.Module, Any], Any]
 
 
@@ -206,9 +211,7 @@ def median_ms(samples: list[float]) -> float:
 
 def page_faults() -> int:
     """Minor page faults of this process so far (0 where the OS does not report them)."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
+    if resource is None:
         return 0
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
@@ -246,7 +249,8 @@ def forward_ratio(
     old: list[float] = []
     faults = {"forward": 0, "measure": 0}
     for repeat in range(repeats):
-        start, first = time.perf_counter(), page_faults()
+        first = page_faults()
+        start = time.perf_counter()
         forward()
         fwd.append(time.perf_counter() - start)
         faults["forward"] += page_faults() - first
@@ -258,7 +262,8 @@ def forward_ratio(
         # weights (and the allocator) warm, which can favour it by several percent.
         for version in ("after", "before") if repeat % 2 == 0 else ("before", "after"):
             if version == "after":
-                start, first = time.perf_counter(), page_faults()
+                first = page_faults()
+                start = time.perf_counter()
                 measure_emergence(model, inputs)
                 meas.append(time.perf_counter() - start)
                 faults["measure"] += page_faults() - first

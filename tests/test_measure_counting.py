@@ -195,7 +195,7 @@ def test_folded_uint8_totals_are_exact(bound: int) -> None:
 
 def test_mask_counts_in_every_layout() -> None:
     # Channels first with 8k values after the channels (int64 words), channels last (stride 1:
-    # one int32 sum) and anything else (uint8 slices), each past 127 channels.
+    # each position's bytes as words) and anything else (uint8 slices), each past 127 channels.
     generator = torch.Generator().manual_seed(5)
     for shape in [(3, 300, 4, 4), (3, 300, 3, 3), (2, 130, 1, 8)]:
         mask = torch.rand(shape, generator=generator) > 0.4

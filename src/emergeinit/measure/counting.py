@@ -1172,8 +1172,7 @@ def _coarsen(t: torch.Tensor, groups: int) -> torch.Tensor:
         return t
     if t.dtype == torch.bool and t.stride(1) == 1:  # channels last: runs of bytes per position
         rows = t.view(torch.uint8).movedim(1, -1)
-        if rows.is_contiguous():
-            return _block_counts(rows, t.shape[1] // groups).movedim(-1, 1)
+        return _block_counts(rows, t.shape[1] // groups).movedim(-1, 1)
     split = t.reshape(t.shape[0], groups, t.shape[1] // groups, *t.shape[2:])
     return _count(split, 2).squeeze(2) if t.dtype == torch.bool else split.sum(dim=2)
 
@@ -1187,12 +1186,12 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     8 booleans over slices of at most 127 (8 byte sums in one addition: no byte reaches 128, so
     none carries into the next and no word turns negative; PyTorch's uint8 sums are slow when
     few values lie after ``dim``); along a dim of stride 1 (channels last), by
-    :func:`_count_rows`."""
+    :func:`_block_counts`."""
     dim %= mask.dim()
     values = mask.view(torch.uint8)
     size = mask.shape[dim]
     if mask.stride(dim) == 1 and size > 1:
-        return _count_rows(values.movedim(dim, -1)).movedim(-1, dim)
+        return _block_counts(values.movedim(dim, -1), size).movedim(-1, dim)
     inner = math.prod(mask.shape[dim + 1 :])
     if inner % 8 == 0 and mask.is_contiguous():
         words = values.reshape(*mask.shape[: dim + 1], inner).view(torch.int64)
@@ -1209,48 +1208,44 @@ def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
     return result
 
 
-def _count_rows(rows: torch.Tensor) -> torch.Tensor:
-    """The sum of each row (last dimension, kept) of 0 / 1 uint8 values, as int32."""
-    if rows.is_contiguous():
-        return _block_counts(rows, rows.shape[-1])
-    wide = torch.int32 if rows.shape[-1] > 255 else torch.uint8
-    return rows.sum(dim=-1, keepdim=True, dtype=wide).to(torch.int32)
-
-
 def _block_counts(rows: torch.Tensor, size: int) -> torch.Tensor:
-    """Sums of the last dimension's blocks of ``size`` 0 / 1 uint8 values (contiguous), int32.
+    """Sums of the last dimension's blocks of ``size`` 0 / 1 uint8 values, int32.
 
-    PyTorch's CPU sums over a few adjacent bytes are scalar loops, so the bytes are added as
-    words (little-endian). In a large mask: the int32 words of a block summed (no byte lane
-    passes 255, so nothing carries into the next lane), then each word's 4 lanes
-    pairwise, masked (blocks of 2: each word plus itself shifted by a byte, masked to 2-byte
-    lanes). In a small one (fewer operations): blocks of 8k by the int64 words of a block
-    summed (no lane reaches 128, so none carries and no word turns negative), then the 8
-    lanes of each sum."""
+    PyTorch's CPU sums over a few adjacent bytes are scalar loops, so where the rows lie
+    contiguous (and the machine is little-endian) the bytes are added as words. In a large mask:
+    the int32 words of a block summed (no byte lane passes 255, so nothing carries into the next
+    lane), then each word's 4 lanes pairwise, masked (blocks of 2: each word plus itself shifted
+    by a byte, masked to 2-byte lanes). In a small one (fewer operations): blocks of 8k by the
+    int64 words of a block summed (no lane reaches 128, so none carries and no word turns
+    negative), then the 8 lanes of each sum. Otherwise a plain sum."""
     width = rows.shape[-1]
     shape = rows.shape[:-1]
-    if size == 1:
-        return rows.to(torch.int32)
-    flat = rows.reshape(-1, width)  # a view; size-1 dimensions get standard strides
-    aligned = sys.byteorder == "little" and flat.numel() > 0 and flat.storage_offset() % 8 == 0
-    lanes_fit = size == 2 or (size % 4 == 0 and size <= 4 * 255)
-    if aligned and width % 4 == 0 and lanes_fit and flat.numel() >= _LANE_MIN:
-        words = flat.view(torch.int32)
-        if size == 2:
-            lanes = torch.bitwise_right_shift(words, 8).add_(words).bitwise_and_(0x00FF00FF)
-            return lanes.view(torch.int16).to(torch.int32).reshape(*shape, -1)
-        words = words.reshape(-1, width // size, size // 4)
-        summed = words.sum(dim=-1, dtype=torch.int32) if size > 4 else words.squeeze(-1)
-        lanes = torch.bitwise_right_shift(summed, 8).bitwise_and_(0x00FF00FF)
-        lanes.add_(summed.bitwise_and(0x00FF00FF))
-        lanes.add_(torch.bitwise_right_shift(lanes, 16)).bitwise_and_(0xFFFF)
-        return lanes.reshape(*shape, -1)
     wide = torch.int32 if size > 255 else torch.uint8
-    if aligned and width % 8 == 0 and size % 8 == 0 and size <= 8 * 127:
-        words = flat.view(torch.int64).reshape(-1, width // size, size // 8)
-        summed = words.sum(dim=-1, dtype=torch.int64) if size > 8 else words.squeeze(-1)
-        lanes = summed.view(torch.uint8).reshape(*shape, width // size, 8)
-        return lanes.sum(dim=-1, dtype=wide).to(torch.int32)
+    as_words = (
+        rows.is_contiguous()
+        and rows.numel() > 0
+        and sys.byteorder == "little"
+        and rows.storage_offset() % 8 == 0
+    )
+    if as_words:
+        flat = rows.reshape(-1, width)  # a view; size-1 dimensions get standard strides
+        lanes_fit = size == 2 or (size % 4 == 0 and size <= 4 * 255)
+        if width % 4 == 0 and lanes_fit and flat.numel() >= _LANE_MIN:
+            words = flat.view(torch.int32)
+            if size == 2:
+                lanes = torch.bitwise_right_shift(words, 8).add_(words).bitwise_and_(0x00FF00FF)
+                return lanes.view(torch.int16).to(torch.int32).reshape(*shape, -1)
+            words = words.reshape(-1, width // size, size // 4)
+            summed = words.sum(dim=-1, dtype=torch.int32) if size > 4 else words.squeeze(-1)
+            lanes = torch.bitwise_right_shift(summed, 8).bitwise_and_(0x00FF00FF)
+            lanes.add_(summed.bitwise_and(0x00FF00FF))
+            lanes.add_(torch.bitwise_right_shift(lanes, 16)).bitwise_and_(0xFFFF)
+            return lanes.reshape(*shape, -1)
+        if width % 8 == 0 and size % 8 == 0 and size <= 8 * 127:
+            words = flat.view(torch.int64).reshape(-1, width // size, size // 8)
+            summed = words.sum(dim=-1, dtype=torch.int64) if size > 8 else words.squeeze(-1)
+            lanes = summed.view(torch.uint8).reshape(*shape, width // size, 8)
+            return lanes.sum(dim=-1, dtype=wide).to(torch.int32)
     return rows.reshape(*shape, width // size, size).sum(dim=-1, dtype=wide).to(torch.int32)
 
 
