@@ -225,9 +225,10 @@ def test_block_counts_of_channels_last_masks(
                 got = counting._coarsen(last, groups)
                 assert got.dtype == (torch.bool if groups == channels else torch.int32)
                 assert torch.equal(got.to(torch.int64), want), (channels, groups)
-    # A view that starts mid-word, and rows of whole masks.
+    # Views that start mid-word (contiguous, and not), and rows of whole masks.
     rows = torch.rand(5, 41, generator=generator) > 0.5
-    for view in (rows[:, 1:], rows[1:, :40], rows[:, :40]):
+    shifted = (torch.rand(201, generator=generator) > 0.5)[1:].view(5, 40)
+    for view in (shifted, rows[:, 1:], rows[1:, :40], rows[:, :40]):
         want = view.to(torch.int64).sum(dim=-1, keepdim=True)
         assert torch.equal(counting._count(view, -1).to(torch.int64), want)
 
