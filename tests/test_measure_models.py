@@ -15,8 +15,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from brute_force import SpecNet, activity_sets, cross_dp, explicit_graph, li_dp, log10
+from helpers import assert_unchanged, snapshot
 from torch import nn
 
+from emergeinit.errors import UnsupportedModuleError
 from emergeinit.measure import measure_emergence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
@@ -147,6 +149,53 @@ def test_hf_models_in_training_mode_and_channel_granularity() -> None:
                                        granularity=granularity)  # type: ignore[arg-type]
             assert not torch.isnan(result.log10_e).any()  # -inf where no channel is inactive
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers: refused, never measured (docs/measure.md, "Attention")
+
+
+def _tokens() -> dict[str, torch.Tensor]:
+    return {"input_ids": torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(0))}
+
+
+TRANSFORMERS: dict[str, Any] = {
+    "bert": lambda: (transformers.BertModel(transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32)), _tokens()),
+    # returns a key-value cache (DynamicCache) that torch.export cannot flatten
+    "gpt2": lambda: (transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=16, bos_token_id=0,
+        eos_token_id=0)), _tokens()),
+    "t5": lambda: (transformers.T5Model(transformers.T5Config(
+        vocab_size=50, d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2)),
+        {**_tokens(), "decoder_input_ids": _tokens()["input_ids"]}),
+    "llama": lambda: (transformers.LlamaModel(transformers.LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, bos_token_id=0, eos_token_id=0)),
+        _tokens()),
+    "vit": lambda: (transformers.ViTModel(transformers.ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        image_size=16, patch_size=8)), {"pixel_values": torch.randn(2, 3, 16, 16)}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMERS))
+def test_hf_transformers_are_refused_for_their_attention(name: str) -> None:
+    torch.manual_seed(0)
+    model, inputs = TRANSFORMERS[name]()
+    model.eval()
+    before = snapshot(model)
+    with pytest.raises(UnsupportedModuleError) as info:
+        measure_emergence(model, inputs)
+    message = str(info.value)
+    # the refusal is the attention's, read from the graph (not a capture failure), and names
+    # the model's own modules
+    assert message.startswith("the emergence measure does not support attention"), message
+    assert "docs/measure.md, 'Attention'" in message
+    assert "could not read the structure" not in message
+    assert "wrapped" not in message
+    assert_unchanged(model, before)
 
 
 # ---------------------------------------------------------------------------------------------

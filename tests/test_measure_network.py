@@ -29,6 +29,7 @@ from brute_force import (
     near_threshold,
     pool_size,
 )
+from helpers import assert_unchanged, snapshot
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -565,6 +566,111 @@ def test_unsupported_modules_are_listed(
         measure_emergence(model, inputs)
     for name in names:
         assert name in str(info.value)
+
+
+class TorchAttention(nn.Module):
+    """torch's attention modules and functions, and attention written out, between layers."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.q, self.k, self.v = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.encoder = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True)
+        self.transformer = nn.Transformer(4, 2, 1, 1, 8, dropout=0.0, batch_first=True)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "MultiheadAttention":
+            h = self.mha(x, x, x, need_weights=False)[0]
+        elif self.kind == "TransformerEncoderLayer":
+            h = self.encoder(x)
+        elif self.kind == "Transformer":
+            h = self.transformer(x, x)
+        elif self.kind == "scaled_dot_product_attention":
+            h = F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x))
+        else:
+            h = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2), -1) @ self.v(x)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+@pytest.mark.parametrize(
+    "kind", ["MultiheadAttention", "TransformerEncoderLayer", "Transformer",
+             "scaled_dot_product_attention", "written out"],
+)  # fmt: skip
+def test_attention_is_refused_with_the_reason(kind: str, capture: str) -> None:
+    torch.manual_seed(0)
+    model = TorchAttention(kind).eval()
+    before = snapshot(model)
+    with pytest.raises(UnsupportedModuleError) as info:
+        measure_emergence(model, torch.randn(2, 3, 4), capture=capture)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith("the emergence measure does not support attention"), message
+    assert "docs/measure.md, 'Attention'" in message
+    assert_unchanged(model, before)
+
+
+class ConstantProduct(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 3))
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(x @ self.weight))
+
+
+@pytest.mark.parametrize("capture", ["fx", "export"])
+def test_a_product_with_a_constant_is_not_called_attention(capture: str) -> None:
+    with pytest.raises(UnsupportedModuleError) as info:
+        measure_emergence(ConstantProduct(), torch.randn(2, 3),
+                          capture=capture)  # type: ignore[arg-type]  # fmt: skip
+    message = str(info.value)
+    assert "matrix product with a constant" in message
+    assert "nn.Linear" in message
+    assert "attention" not in message
+
+
+class Outputs:
+    """A model output that torch.export cannot flatten (like a Hugging Face key-value cache)."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        self.__dict__.update(tensors)
+
+
+class TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.head = nn.Linear(4, 2)
+        self.aux = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        h = torch.relu(self.fc(x))
+        return self.head(h), self.aux(h)
+
+
+class TwoHeadsInAnObject(TwoHeads):
+    def forward(self, x: torch.Tensor) -> Any:
+        logits, aux = super().forward(x)
+        return Outputs(logits=logits, aux=aux)
+
+
+def test_an_output_export_cannot_flatten_is_dropped_and_the_graph_kept() -> None:
+    torch.manual_seed(0)
+    plain = TwoHeads()
+    wrapped = TwoHeadsInAnObject()
+    wrapped.load_state_dict(plain.state_dict())
+    x = {"x": torch.randn(6, 3)}
+    with pytest.raises(Exception, match="Outputs"):  # what the fallback is for
+        torch.export.export(wrapped, (), x, strict=False)
+    want = measure_emergence(plain, x)
+    got = measure_emergence(wrapped, x)
+    assert got.traced_with == want.traced_with == "export"
+    # both heads kept (neither is an output of the wrapped graph), named as in the model
+    assert list(got.node_counts) == list(want.node_counts) == ["input", "fc", "head", "aux"]
+    assert torch.equal(got.log10_e, want.log10_e)
 
 
 def test_a_layer_on_a_constant_is_refused() -> None:

@@ -150,13 +150,46 @@ def trace_fx(model: nn.Module) -> Captured:
     return Captured(fx.GraphModule(tracer.root, graph), "fx")
 
 
-def trace_export(model: nn.Module, inputs: ModelInputs) -> Captured:
-    """torch.export (non-strict) as a plain GraphModule taking the flat input leaves."""
+class _TensorOutputs(nn.Module):
+    """``model`` with its output cut down to the tensors in it.
+
+    torch.export refuses outputs it cannot flatten, such as the key-value caches that Hugging
+    Face decoders return (``DynamicCache``); the measure reads the graph, not the output, so
+    those objects are dropped (a tensor inside one is not an output the measure needs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.wrapped = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
+        output = self.wrapped(*args, **kwargs)
+        return [leaf for leaf in pytree.tree_leaves(output) if isinstance(leaf, torch.Tensor)]
+
+
+def _export(model: nn.Module, inputs: ModelInputs) -> torch.export.ExportedProgram:
     with untouched(model, inputs), warnings.catch_warnings():
         # export's advice is for its own users (register buffers, dynamic shapes): not ours
         warnings.simplefilter("ignore")
-        program = torch.export.export(model, inputs.args, inputs.kwargs, strict=False)
+        return torch.export.export(model, inputs.args, inputs.kwargs, strict=False)
+
+
+def trace_export(model: nn.Module, inputs: ModelInputs) -> Captured:
+    """torch.export (non-strict) as a plain GraphModule taking the flat input leaves.
+
+    Where export fails, it is tried once more on the model with its output cut down to tensors
+    (:class:`_TensorOutputs`); if that fails too, the first error is raised."""
+    try:
+        program = _export(model, inputs)
+        prefix = ""
+    except Exception as error:
+        try:
+            program = _export(_TensorOutputs(model), inputs)
+        except Exception:
+            raise error from None
+        prefix = "wrapped"
     unlifted = program.module()
+    if prefix:
+        _drop_module_prefix(unlifted.graph, prefix)
     # A fresh graph drops the pytree calling convention and the input guards: inputs are
     # matched to this capture by their signature (see capture()), placeholders take leaves.
     graph = fx.Graph()
@@ -171,6 +204,26 @@ def trace_export(model: nn.Module, inputs: ModelInputs) -> Captured:
     if len([n for n in graph.nodes if n.op == "placeholder"]) != len(inputs.leaves):
         raise UnsupportedModuleError("torch.export changed the number of inputs.")
     return Captured(fx.GraphModule(unlifted, graph), "export")
+
+
+def _drop_module_prefix(graph: fx.Graph, prefix: str) -> None:
+    """Name modules as in the model itself, not as in a wrapper that holds it as ``prefix``:
+    the measure names weight layers by the module paths in ``nn_module_stack``."""
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        kept = {}
+        for key, (path, kind) in stack.items():
+            name = str(path)
+            head = next((h for h in ("L['self'].", "L__self__.") if name.startswith(h)), "")
+            rest = name[len(head):]
+            if rest == prefix:
+                continue  # the wrapped model itself: the root, like the unwrapped export's
+            if rest.startswith(prefix + "."):
+                name = head + rest[len(prefix) + 1 :]
+            kept[key] = (name, kind)
+        node.meta["nn_module_stack"] = kept
 
 
 def trace_sequential(model: nn.Sequential) -> Captured:

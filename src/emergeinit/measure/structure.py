@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
@@ -699,17 +700,23 @@ def _classify(
     }  # fmt: skip
     params.update(rule.fixed)
     primary = bound.get("input")
+    if kind == "product":
+        # every operand counts (mm's mat2, addmm's mat1 and mat2, einsum's list), not only
+        # input and other: which ones carry counts decides the reason
+        matrices = pytree.tree_leaves(list(bound.values()))
+        if sum(1 for value in matrices if carrying(value)) >= 2:
+            return _Op("unsupported", [], reason=REASONS["product"])
+        return _Op("unsupported", [], reason="a matrix product with a constant (matmul, mm, "
+                   "addmm: Hugging Face's Conv1D) is not a layer the measure knows; write it as "
+                   "nn.Linear")  # fmt: skip
     if kind in REASONS:
         return _Op("unsupported", [], reason=REASONS[kind])
-    if kind in ("add", "scale", "product"):
+    if kind in ("add", "scale"):
         operands = [v for k, v in bound.items() if k in ("input", "other") and carrying(v)]
         if len(operands) >= 2:
             if kind == "add":
                 return _Op("add", operands)
             return _Op("unsupported", [], reason=REASONS["product"])
-        if kind == "product":
-            return _Op("unsupported", [], reason="a matrix product with a constant is not a "
-                       "layer the measure knows; write it as nn.Linear")  # fmt: skip
         return _Op("identity", operands, params=params, tuple_output=rule.tuple_output)
     if kind == "cat":
         tensors = bound.get("tensors")
