@@ -227,3 +227,19 @@ def test_the_driver_sets_damage_aside_and_keeps_every_intact_row(tmp_path: Path)
     report = again.report_path.read_text()
     assert "runs in results.csv: 1 (ok 1," in report
     assert "results.setaside.csv holds 1 line(s) taken out of results.csv" in report
+
+
+def test_the_legend_goes_to_the_first_panel_with_labelled_curves() -> None:
+    from emergeinit.bench import figures
+
+    _, (loss, acc) = figures.figure(2)
+    figures.band(loss, [([0, 1], [1.0, 0.5])], "kaiming", figures.color(0))
+    figures.band(acc, [], "kaiming", figures.color(0))  # never evaluated: nothing drawn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns on a legend without artists
+        figures.legend(acc, loss)
+        assert acc.get_legend() is None
+        assert [t.get_text() for t in loss.get_legend().get_texts()] == ["kaiming (n=1)"]
+        _, (empty,) = figures.figure(1)
+        figures.legend(empty)
+        assert empty.get_legend() is None

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import stats
 
-__all__ = ["alpha_axis", "band", "color", "errorbars", "figure", "mean_ci", "save"]
+__all__ = ["alpha_axis", "band", "color", "errorbars", "figure", "legend", "mean_ci", "save"]
 
 Curve = tuple[Sequence[float], Sequence[float | None]]
 
@@ -37,6 +37,15 @@ def save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def legend(*axes: Any, fontsize: float = 7) -> None:
+    """A legend on the first of ``axes`` that has labelled artists (a panel can be empty, e.g.
+    accuracy curves of runs that were never evaluated); none when no panel has any."""
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=fontsize)
+            return
 
 
 def color(index: int, palette: str = "tab10") -> Any:

@@ -46,7 +46,7 @@ def _vs_alpha(rows: list[Row], folder: Path, metric: str) -> Path | None:
         alphas = sorted({r["alpha"] for r in members if r["alpha"] is not None})
         ax.set(xlabel="alpha", ylabel=metric, title=f"{first['model']} lr={first['lr']:g}")
         figures.alpha_axis(ax, alphas)
-        ax.legend(fontsize=7)
+        figures.legend(ax)
     return figures.save(fig, folder / "accuracy-vs-alpha.png")
 
 
@@ -62,7 +62,7 @@ def _vs_lr(rows: list[Row], folder: Path, metric: str) -> Path | None:
         ax.set(xscale="log", xlabel="learning rate", ylabel=metric, title=f"{key[1]} ({key[2]})")
         ax.set_xticks(lrs, [f"{v:g}" for v in lrs])
         ax.minorticks_off()
-        ax.legend(fontsize=7)
+        figures.legend(ax)
     return figures.save(fig, folder / "accuracy-vs-lr.png")
 
 
@@ -92,7 +92,7 @@ def _emergence(rows: list[Row], folder: Path, metric: str) -> Path | None:
         ax_a, sorted({r["alpha"] if r["alpha"] is not None else 1.0 for r in measured})
     )
     ax_acc.set(xlabel="log10 E at init", ylabel=metric)
-    ax_acc.legend(fontsize=6)
+    figures.legend(ax_acc, fontsize=6)
     return figures.save(fig, folder / "emergence.png")
 
 

@@ -39,7 +39,7 @@ def curves(rows: list[Row], run_dir: Callable[[str], Path], folder: Path) -> lis
             title=f"{first['dataset']} · {first['model']}",
         )
         ax_acc.set(xlabel="step", ylabel="test accuracy", title=f"lr={first['lr']:g} (seed band)")
-        ax_acc.legend(fontsize=7)
+        figures.legend(ax_acc, ax_loss)
         written.append(figures.save(fig, folder / f"curves-{i + 1}.png"))
     return written
 

@@ -36,7 +36,7 @@ def loss_curves(rows: list[Row], run_dir: Callable[[str], Path], folder: Path) -
                      yscale="log", title=f"{first['dataset']} · {first['model']}")
         ax_valid.set(xlabel="epoch", ylabel="validation loss (nats per token)", yscale="log",
                      title=f"lr={first['lr']:g} (seed band)")
-        ax_valid.legend(fontsize=7)
+        figures.legend(ax_valid, ax_train)
         written.append(figures.save(fig, folder / f"loss-curves-{i + 1}.png"))
     return written
 
