@@ -19,6 +19,7 @@ import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from ..errors import ConfigError, UnsupportedModuleError
+from . import kernels
 from .capture import (
     Capture,
     Captured,
@@ -315,7 +316,8 @@ def _activity(
     exact: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``value > tau`` laid out like the layer's output (per channel: its spatial mean), and
-    the per-sample sums of the finiteness check.
+    the per-sample sums of the finiteness check, or exact per-sample flags where the compiled
+    kernel does both in one pass (:mod:`.kernels`).
 
     ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
     """
@@ -334,6 +336,10 @@ def _activity(
             dims = [d % v.dim() for d in item[1]]
             v = v.permute([dims.index(d) for d in range(v.dim())])
     v = v.reshape(shape)
+    if per_sample and channel is False:
+        fused = kernels.mask_and_finite(v, tau)  # exact flags: ``exact`` is met either way
+        if fused is not None:
+            return fused
     sums = _row_sums(v, exact)
     if v.dtype in (torch.float16, torch.bfloat16):
         v = v.float()  # a half-precision mean over a large batch loses the threshold

@@ -1,0 +1,69 @@
+"""The probe's mask-and-finiteness step: the compiled kernel against PyTorch, in the same run.
+
+For activations of the sizes the measure's benchmark models produce, times (medians) the
+kernel of ``emergeinit.measure.kernels`` (one thread) and what the probe does without it,
+``value > tau`` and a per-sample sum checked for finiteness, on 1 to ``--threads`` PyTorch
+threads, and prints the ratios. Needs numba (the ``fast`` extra).
+
+    python benchmarks/mask_kernel.py [--repeats 200] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from emergeinit.measure import kernels
+
+SHAPES = {
+    "MLP hidden layer, batch 256": (256, 1024),
+    "CNN 32 channels at 32x32, batch 64": (64, 32, 32, 32),
+    "MobileNetV2 expansion 192 channels at 32x32, batch 32": (32, 192, 32, 32),
+}
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(10):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if not kernels.available():
+        raise SystemExit("the kernel is off: install numba (pip install 'emergeinit[fast]')")
+    print(f"torch {torch.__version__}; the kernel runs on one thread (used by the measure with at "
+          f"most {kernels.MAX_TORCH_THREADS} PyTorch threads)")
+    for name, shape in SHAPES.items():
+        value = torch.randn(shape)
+        if value.dim() == 4:
+            value = value.contiguous(memory_format=torch.channels_last)  # as the probe lays it
+        dims = tuple(range(1, value.dim()))
+
+        def plain(value: torch.Tensor = value, dims: tuple[int, ...] = dims) -> object:
+            return value > 0.05, torch.isfinite(value.sum(dim=dims))
+
+        torch.set_num_threads(1)
+        fused = median_ms(lambda value=value: kernels.mask_and_finite(value, 0.05), args.repeats)
+        line = f"{name:<55} {value.numel():>9,} values  kernel {fused:6.3f} ms"
+        for threads in range(1, args.threads + 1):
+            torch.set_num_threads(threads)
+            ms = median_ms(plain, args.repeats)
+            line += f"  PyTorch on {threads}: {ms:6.3f} ms ({ms / fused:4.1f}x)"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
