@@ -87,8 +87,10 @@ def test_a_view_that_starts_inside_its_storage() -> None:
         torch.randn(4, 8, 8),  # too small to gain
         torch.randn(8, 4096, requires_grad=True),
         torch.randn(0, 4096),
+        torch.randn(8, 4096)._neg_view(),
+        nn.Parameter(torch.randn(8, 4096), requires_grad=False),
     ],
-    ids=["half", "transposed", "small", "requires_grad", "empty"],
+    ids=["half", "transposed", "small", "requires_grad", "empty", "lazy negation", "subclass"],
 )
 def test_where_it_does_not_apply_it_returns_none(value: torch.Tensor) -> None:
     assert kernels.mask_and_finite(value, 0.05) is None

@@ -93,6 +93,8 @@ def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torc
     if (
         kernel is None
         or _FAILED
+        or type(value) is not torch.Tensor  # a subclass may not be viewable by NumPy
+        or value.is_neg()  # a lazy negation: NumPy would read the values unnegated
         or value.device.type != "cpu"
         or value.dtype not in _EXPONENT
         or value.dim() < 1
