@@ -3,7 +3,8 @@
 For activations of the sizes the measure's benchmark models produce, times (medians) the
 kernel of ``emergeinit.measure.kernels`` (one thread) and what the probe does without it,
 ``value > tau`` and a per-sample sum checked for finiteness, on 1 to ``--threads`` PyTorch
-threads, and prints the ratios. Needs numba (the ``fast`` extra).
+threads, and prints the ratios; first, what the first call in the process cost. Needs numba
+(the ``fast`` extra).
 
     python benchmarks/mask_kernel.py [--repeats 200] [--threads 2]
 """
@@ -42,8 +43,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    start = time.perf_counter()
     if not kernels.available():
         raise SystemExit("the kernel is off: install numba (pip install 'emergeinit[fast]')")
+    kernels.mask_and_finite(torch.randn(8, kernels.MIN_VALUES), 0.05)
+    print(f"first call in this process (numba's import, then the kernel loaded from numba's disk "
+          f"cache, or compiled the first time on a machine): {time.perf_counter() - start:.2f} s")
     print(f"torch {torch.__version__}; the kernel runs on one thread (used by the measure with at "
           f"most {kernels.MAX_TORCH_THREADS} PyTorch threads)")
     for name, shape in SHAPES.items():

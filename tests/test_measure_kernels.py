@@ -112,7 +112,7 @@ def test_a_kernel_that_fails_warns_once_and_hands_over_to_pytorch(
         calls.append(args)
         raise RuntimeError("cannot compile here")
 
-    monkeypatch.setattr(kernels, "_FAILED", [])
+    monkeypatch.setattr(kernels, "_failed", False)
     monkeypatch.setattr(kernels, "_kernel", lambda: broken)
     value = torch.randn(8, 4096)
     with pytest.warns(RuntimeWarning, match="cannot compile here"):

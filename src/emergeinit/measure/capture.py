@@ -206,24 +206,23 @@ def trace_export(model: nn.Module, inputs: ModelInputs) -> Captured:
     return Captured(fx.GraphModule(unlifted, graph), "export")
 
 
+def module_path(path: object) -> str:
+    """A module's qualified name as recorded in ``nn_module_stack`` (tracers may prefix it with
+    the root: ``L['self'].`` or ``L__self__.``), without that prefix."""
+    return str(path).removeprefix("L['self'].").removeprefix("L__self__.")
+
+
 def _drop_module_prefix(graph: fx.Graph, prefix: str) -> None:
     """Name modules as in the model itself, not as in a wrapper that holds it as ``prefix``:
     the measure names weight layers by the module paths in ``nn_module_stack``."""
     for node in graph.nodes:
         stack = node.meta.get("nn_module_stack")
-        if not stack:
-            continue
-        kept = {}
-        for key, (path, kind) in stack.items():
-            name = str(path)
-            head = next((h for h in ("L['self'].", "L__self__.") if name.startswith(h)), "")
-            rest = name[len(head):]
-            if rest == prefix:
-                continue  # the wrapped model itself: the root, like the unwrapped export's
-            if rest.startswith(prefix + "."):
-                name = head + rest[len(prefix) + 1 :]
-            kept[key] = (name, kind)
-        node.meta["nn_module_stack"] = kept
+        if stack:
+            node.meta["nn_module_stack"] = {
+                key: (module_path(path).removeprefix(prefix + "."), kind)
+                for key, (path, kind) in stack.items()
+                if module_path(path) != prefix  # the wrapped model: the root, not a module
+            }
 
 
 def trace_sequential(model: nn.Sequential) -> Captured:
@@ -376,6 +375,7 @@ __all__ = [
     "count_parameters",
     "model_cache",
     "model_inputs",
+    "module_path",
     "own_tensors",
     "remember",
     "trace_export",

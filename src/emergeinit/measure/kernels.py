@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-MIN_VALUES = 1 << 14  # below this, converting to NumPy views costs more than the kernel saves
+# A call costs about 11 us whatever the size (NumPy views, numba's dispatch); PyTorch took as
+# long at about 4,096 values (benchmarks/mask_kernel.py's machine), so a margin above that.
+MIN_VALUES = 1 << 14
 MAX_TORCH_THREADS = 2  # beyond, PyTorch's threads catch up with the kernel's one (above)
 # per float dtype: its exponent bits as an integer of its width (all set: inf or NaN), NumPy's
 _EXPONENT: dict[torch.dtype, tuple[Any, Any]] = {
@@ -70,7 +72,7 @@ def _kernel() -> Any:
     return mask_and_finite_rows
 
 
-_FAILED: list[str] = []  # why the kernel failed in this process; PyTorch from then on
+_failed = False  # the kernel failed once in this process: PyTorch's path from then on
 
 
 def _samples_in_blocks(value: torch.Tensor) -> bool:
@@ -89,17 +91,16 @@ def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torc
     apply (see the module's docstring). The mask has ``value``'s shape and memory layout (as
     ``value > tau`` would); the flags are a bool tensor of one value per sample (dim 0).
     """
+    global _failed
     kernel = _kernel()
     if (
         kernel is None
-        or _FAILED
+        or _failed
         or type(value) is not torch.Tensor  # a subclass may not be viewable by NumPy
         or value.is_neg()  # a lazy negation: NumPy would read the values unnegated
         or value.device.type != "cpu"
         or value.dtype not in _EXPONENT
-        or value.dim() < 1
-        or value.shape[0] < 1
-        or value.numel() < MIN_VALUES
+        or value.numel() < MIN_VALUES  # also: no scalar, no empty batch
         or value.requires_grad
         or torch.get_num_threads() > MAX_TORCH_THREADS
         or not _samples_in_blocks(value)
@@ -121,10 +122,11 @@ def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torc
             finite.numpy(),
         )
     except Exception as error:  # a numba that cannot compile it here (its version, platform)
-        _FAILED.append(f"{type(error).__name__}: {error}")
+        _failed = True
         warnings.warn(
-            f"emergeinit: the measure's compiled kernel failed ({_FAILED[0][:200]}); the measure "
-            "uses PyTorch from now on, with the same results. EMERGEINIT_NUMBA=0 silences this.",
+            f"emergeinit: the measure's compiled kernel failed ({type(error).__name__}: "
+            f"{str(error)[:200]}); the measure uses PyTorch from now on, with the same results. "
+            "EMERGEINIT_NUMBA=0 silences this.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -26,6 +26,7 @@ from .capture import (
     ModelInputs,
     check_forward,
     model_cache,
+    module_path,
     remember,
     trace_export,
     trace_fx,
@@ -834,8 +835,7 @@ def _owner(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack")
     if not stack:
         return ""
-    path = list(stack.values())[-1][0]
-    return str(path).removeprefix("L['self'].").removeprefix("L__self__.")
+    return module_path(list(stack.values())[-1][0])
 
 
 def _describe(gm: fx.GraphModule, step: Step) -> str:
