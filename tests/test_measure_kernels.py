@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -61,7 +62,8 @@ def test_mask_and_flags_equal_pytorch(dtype: torch.dtype, layout: str, tau: floa
     value = LAYOUTS[layout](tricky(SHAPES[layout], dtype, tau))
     got = kernels.mask_and_finite(value, tau)
     assert got is not None
-    mask, finite = got
+    mask, finite, counts = got
+    assert counts == {}  # none asked for
     want_mask, want_finite = reference(value, tau)
     assert mask.dtype == torch.bool and mask.shape == value.shape
     assert mask.stride() == want_mask.stride()  # laid out as PyTorch lays out value > tau
@@ -155,8 +157,8 @@ def test_the_measure_is_the_same_with_and_without_the_kernel(
     used = []
     fused = kernels.mask_and_finite
 
-    def counted(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-        result = fused(value, tau)
+    def counted(value: torch.Tensor, tau: float, *args: Any) -> kernels.Fused | None:
+        result = fused(value, tau, *args)
         used.append(result is not None)
         return result
 
@@ -165,11 +167,127 @@ def test_the_measure_is_the_same_with_and_without_the_kernel(
         warnings.simplefilter("ignore", RuntimeWarning)
         with_kernel = measure_emergence(net, x)
         assert sum(used) >= 2  # both convolutions' masks (16 * 32 * 32 values per sample)
-        monkeypatch.setattr(kernels, "mask_and_finite", lambda value, tau: None)
+        monkeypatch.setattr(kernels, "mask_and_finite", lambda *args: None)
         without = measure_emergence(net, x)
     assert torch.isnan(with_kernel.log10_e).tolist() == [False, False, False, True, True, False]
     torch.testing.assert_close(with_kernel.log10_e, without.log10_e, rtol=0, atol=0,
                                equal_nan=True)  # fmt: skip
+
+
+def block_reference(mask: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    moved = mask.movedim(axis, -1)
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // size, size)
+    return groups.sum(dim=-1, dtype=torch.int32).movedim(-1, axis)
+
+
+# (shape, layout, channel axis, block sizes): words of 8 one per block (8), two (16), four
+# (32), more (40: five), words of 4 (4, 12: three, 20: five), and a block of all channels
+BLOCK_CASES = [
+    ((5, 40, 16, 8), "channels_last", 1, [4, 8, 20, 40]),
+    ((4, 96, 8, 8), "channels_last", 1, [4, 12, 16, 32, 96]),
+    ((6, 8, 8, 64), "rows", -1, [4, 8, 16, 32, 64]),
+    ((3, 4, 6, 6, 48), "rows", -1, [12, 24, 48]),
+    ((4, 24, 4, 8, 8), "channels_last_3d", 1, [4, 8, 12, 24]),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("shape", "layout", "axis", "sizes"), BLOCK_CASES)
+def test_block_counts_equal_pytorch(
+    dtype: torch.dtype, shape: tuple[int, ...], layout: str, axis: int, sizes: list[int]
+) -> None:
+    value = LAYOUTS[layout](tricky(shape, dtype, 0.05))
+    got = kernels.mask_and_finite(value, 0.05, axis, sizes)
+    assert got is not None
+    assert torch.equal(got.mask, value > 0.05)
+    assert sorted(got.counts) == sorted(sizes)
+    for size, counts in got.counts.items():
+        want = block_reference(got.mask, axis, size)
+        assert counts.dtype == torch.int32 and counts.shape == want.shape
+        assert torch.equal(counts, want), size
+
+
+@pytest.mark.parametrize("size", [kernels.MAX_BLOCK, kernels.MAX_BLOCK // 2, 8 * 5, 4 * 5])
+def test_full_blocks_do_not_carry_between_byte_lanes(size: int) -> None:
+    # every value active: each byte lane of a block's summed words holds its maximum
+    value = torch.ones(3, 4, kernels.MAX_BLOCK * 2)
+    got = kernels.mask_and_finite(value, 0.05, -1, [size])
+    assert got is not None
+    assert got.counts[size].unique().tolist() == [size]
+    value[1, 2, 5] = 0.0
+    got = kernels.mask_and_finite(value, 0.05, -1, [size])
+    assert got is not None
+    assert torch.equal(got.counts[size], block_reference(got.mask, -1, size))
+
+
+def test_blocks_it_cannot_count_are_left_out() -> None:
+    value = torch.randn(4, 64, 16, 16).contiguous(memory_format=torch.channels_last)
+    # 6: not whole words; 3: not a divisor; 128: more than the channels; 0: no block
+    assert kernels.countable_blocks(value, 1, [6, 3, 128, 0, 16]) == [16]
+    got = kernels.mask_and_finite(value, 0.05, 1, [6, 3, 128, 0, 16])
+    assert got is not None and sorted(got.counts) == [16]
+    # channels first: the channels are not innermost in memory
+    first = value.contiguous()
+    assert kernels.countable_blocks(first, 1, [16]) == []
+    got = kernels.mask_and_finite(first, 0.05, 1, [16])
+    assert got is not None and got.counts == {}
+    # more than MAX_BLOCK values per block: lanes of summed words could pass 255
+    wide = torch.randn(2, 4, 2 * kernels.MAX_BLOCK + 16)
+    assert kernels.countable_blocks(wide, -1, [wide.shape[-1]]) == []
+
+
+class Grouped(nn.Module):
+    """Grouped convolutions (block counts per group and per position, channels last), a
+    Linear on channels-last rows (counts per row) and one on flattened features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.group = nn.Conv2d(32, 64, 3, padding=1, groups=8)
+        self.mix = nn.Conv2d(64, 64, 1, groups=4)
+        self.rows = nn.Linear(64, 48)
+        self.head = nn.Linear(48 * 16 * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.nn.functional.gelu(self.group(h))
+        h = torch.relu(self.mix(h))
+        h = torch.relu(self.rows(h.permute(0, 2, 3, 1)))
+        return self.head(h.flatten(1))
+
+
+def test_the_measure_is_the_same_with_the_kernels_block_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    net = Grouped().eval()
+    x = torch.randn(8, 3, 16, 16)
+    asked: list[tuple[int, ...]] = []
+    fused = kernels.mask_and_finite
+
+    def spy(value: torch.Tensor, tau: float, axis: int = -1, blocks: Any = ()) -> Any:
+        asked.append(tuple(blocks))
+        return fused(value, tau, axis, blocks)
+
+    monkeypatch.setattr(kernels, "mask_and_finite", spy)
+    first = measure_emergence(net, x)
+    assert not any(asked)  # nothing known yet: the counter counts and remembers the sizes
+    asked.clear()
+    second = measure_emergence(net, x)
+    assert sum(1 for sizes in asked if sizes) >= 3  # now the kernel counts them
+    monkeypatch.setattr(kernels, "mask_and_finite", lambda *args: None)
+    without = measure_emergence(net, x)
+    for result in (first, second):
+        assert torch.equal(result.log10_e, without.log10_e)
+        assert result.active_fraction == without.active_fraction
+    # other input shapes: their own sizes (the counts would not fit)
+    y = torch.randn(4, 3, 16, 16)
+    monkeypatch.setattr(kernels, "mask_and_finite", spy)
+    asked.clear()
+    other = measure_emergence(net, y)
+    assert not any(asked)
+    monkeypatch.setattr(kernels, "mask_and_finite", lambda *args: None)
+    assert torch.equal(other.log10_e, measure_emergence(net, y).log10_e)
 
 
 def test_importing_the_package_does_not_import_numba() -> None:

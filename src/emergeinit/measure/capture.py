@@ -256,23 +256,64 @@ _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], dict[Any, An
 )
 
 
-def fingerprint(model: nn.Module) -> tuple[Any, ...]:
-    """What a captured graph depends on: modules, their types and modes, parameter identity.
+@dataclass(frozen=True)
+class ModelScan:
+    """What a measure reads from a model's modules, taken in one walk over them (every measure
+    takes it anew: the model may have changed since the last).
 
-    One walk over the modules, reading each one's own parameters and buffers (the measure
-    runs this on every call: ``named_parameters()`` would walk the modules again)."""
+    Attributes:
+        stamp: what a captured graph depends on: modules, their types and modes, the identity
+            of their parameters and buffers (:func:`fingerprint`).
+        tensors: every parameter and buffer, a tensor shared by several modules once per module.
+        num_parameters: parameter values, a shared parameter once (as ``model.parameters()``).
+        buffers: ``(module, name, buffer)`` of the buffers a forward pass may write
+            (:func:`untouched`).
+    """
+
+    stamp: tuple[Any, ...]
+    tensors: list[torch.Tensor]
+    num_parameters: int
+    buffers: list[tuple[nn.Module, str, torch.Tensor]]
+
+
+def scan_model(model: nn.Module) -> ModelScan:
+    """The :class:`ModelScan` of ``model``: one walk over its modules, each one's own
+    parameters and buffers read directly (``named_parameters()`` would walk them again)."""
     modules = []
+    stamped = []
     tensors = []
+    sizes: dict[int, int] = {}
+    buffers = []
+    seen: set[int] = set()
     for name, module in model.named_modules(remove_duplicate=False):
         modules.append((name, id(module), type(module), module.training))
-        tensors += [(name, key, id(t)) for key, t in module._parameters.items()]
-        tensors += [(name, key, id(t)) for key, t in module._buffers.items()]
-    return tuple(modules), tuple(tensors)
+        stamped += [(name, key, id(t)) for key, t in module._parameters.items()]
+        stamped += [(name, key, id(t)) for key, t in module._buffers.items()]
+        if id(module) in seen:  # a module reached twice: its tensors are listed once
+            continue
+        seen.add(id(module))
+        for t in module._parameters.values():
+            if t is not None:
+                tensors.append(t)
+                sizes[id(t)] = t.numel()
+        writes = module.training or type(module).forward not in _READS_IN_EVAL
+        for key, t in module._buffers.items():
+            if t is not None:
+                tensors.append(t)
+                if writes:
+                    buffers.append((module, key, t))
+    return ModelScan((tuple(modules), tuple(stamped)), tensors, sum(sizes.values()), buffers)
 
 
-def model_cache(model: nn.Module) -> dict[Any, Any]:
-    """The cache of ``model``'s captures and derived structures (emptied when it changes)."""
-    stamp = fingerprint(model)
+def fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    """What a captured graph depends on: modules, their types and modes, parameter identity."""
+    return scan_model(model).stamp
+
+
+def model_cache(model: nn.Module, stamp: tuple[Any, ...] | None = None) -> dict[Any, Any]:
+    """The cache of ``model``'s captures and derived structures (emptied when it changes);
+    ``stamp``: its :func:`fingerprint`, where already at hand."""
+    stamp = fingerprint(model) if stamp is None else stamp
     cached = _CACHE.get(model)
     if cached is None or cached[0] != stamp:
         cached = (stamp, {})
@@ -309,22 +350,13 @@ _READS_IN_EVAL = {nn.BatchNorm1d.forward, nn.SyncBatchNorm.forward, nn.InstanceN
 def own_tensors(model: nn.Module) -> list[torch.Tensor]:
     """Every parameter and buffer of ``model``, in one walk over its modules (a tensor shared
     by several modules appears once per module)."""
-    return [
-        t
-        for module in model.modules()
-        for t in (*module._parameters.values(), *module._buffers.values())
-        if t is not None
-    ]
+    return scan_model(model).tensors
 
 
 def count_parameters(model: nn.Module) -> int:
     """The number of parameter values, a shared parameter once (as ``model.parameters()``
-    counts them), in one walk over each module's own parameters."""
-    sizes = {
-        id(p): p.numel() for module in model.modules() for p in module._parameters.values()
-        if p is not None
-    }  # fmt: skip
-    return sum(sizes.values())
+    counts them)."""
+    return scan_model(model).num_parameters
 
 
 def check_forward(model: nn.Module, inputs: ModelInputs) -> None:
@@ -343,18 +375,16 @@ def check_forward(model: nn.Module, inputs: ModelInputs) -> None:
 
 
 @contextlib.contextmanager
-def untouched(model: nn.Module, inputs: ModelInputs) -> Iterator[None]:
-    """Restore every buffer (BatchNorm running statistics) and the RNG state (dropout).
+def untouched(
+    model: nn.Module, inputs: ModelInputs, scan: ModelScan | None = None
+) -> Iterator[None]:
+    """Restore every buffer (BatchNorm running statistics) and the RNG state (dropout);
+    ``scan``: the model's :func:`scan_model`, where already at hand.
 
     PyTorch's own batch and instance normalization only write their buffers in training mode:
     in eval mode theirs are left as they are (not copied); every other module's are kept."""
-    saved = [
-        (module, name, buffer, buffer.detach().clone())
-        for module in model.modules()
-        if module.training or type(module).forward not in _READS_IN_EVAL
-        for name, buffer in module._buffers.items()
-        if buffer is not None
-    ]
+    buffers = (scan_model(model) if scan is None else scan).buffers
+    saved = [(module, name, buffer, buffer.detach().clone()) for module, name, buffer in buffers]
     devices = sorted({t.device.index or 0 for t in inputs.tensors if t.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=devices):
@@ -370,6 +400,7 @@ __all__ = [
     "Capture",
     "Captured",
     "ModelInputs",
+    "ModelScan",
     "check_forward",
     "check_model",
     "count_parameters",
@@ -378,6 +409,7 @@ __all__ = [
     "module_path",
     "own_tensors",
     "remember",
+    "scan_model",
     "trace_export",
     "trace_fx",
     "trace_sequential",

@@ -144,6 +144,9 @@ class Counter:
         self.device = device
         readers = [i for i in structure.layers if i not in structure.last]
         self.masks = dict(zip(readers, probe.masks))
+        self.block_counts = dict(zip(readers, probe.counts))
+        # per layer, block sizes counted here that the probe's kernel could count next time
+        self.uncounted: dict[int, set[int]] = {}
         self.active_fraction: dict[str, float] = {}
         self.node_counts: dict[str, int] = {}
         self.needed = [s for s in structure.steps if s.kind == "weight" or s.feeds_weight]
@@ -366,7 +369,7 @@ class Counter:
         if groups == 1 and self._split(step.index):
             # Every channel of a position has the same F: keep it once, with the mask of the
             # inactive neurons as the only per-channel part (module doc, "split").
-            active = _count(mask, 1)
+            active = self._active(step, mask, 1)
             self.active_fraction[step.name] = float(active.sum()) / mask.numel()
             inactive = torch.rsub(active, channels)  # the mask's total, for a depthwise layer
             active = active.to(torch.float64)
@@ -380,13 +383,13 @@ class Counter:
         demand = channels if need in (_FULL, _ROWS) else need
         parts = math.lcm(groups, demand)
         size = channels // parts
-        counts = _coarsen(mask, parts)  # active neurons per part (integers)
+        counts = self._active(step, mask, parts)  # active neurons per part (integers)
         by_group = raw.unsqueeze(2)  # (nb, groups, 1, ...): each group's F, for its parts
         # F of a group reaches each of its active neurons: only the count per group matters
         # (an exact integer sum), not a product per part.
         # (From the mask again rather than from ``counts``: PyTorch sums a few adjacent int32
         # values in a scalar loop, slower than another pass over the mask's bytes.)
-        per_group = counts if parts == groups else _coarsen(mask, groups)
+        per_group = counts if parts == groups else self._active(step, mask, groups)
         self.active_fraction[step.name] = float(per_group.sum()) / mask.numel()
         contribution = src.s + (raw * _as(per_group, torch.float64)).sum(dim=dims).log()
 
@@ -474,8 +477,9 @@ class Counter:
             peak = peak + c * bound
         s, inv, start = self._scale(peak, src.s, nd + 2)
         mask = self._mask(step)
-        active_g = _coarsen(mask, groups)  # active outputs per group (at most per_out)
-        active = _count(active_g, 1) if per_out == 1 else active_g.sum(dim=1, keepdim=True)
+        active_g = self._active(step, mask, groups)  # active outputs per group (<= per_out)
+        active = self._active(step, mask, 1) if per_out == 1 else \
+            active_g.sum(dim=1, keepdim=True)  # fmt: skip
         self.active_fraction[step.name] = float(active.sum()) / mask.numel()
         active = active.to(torch.float64)
         # Leaving: per consumer group d, Q * (sum of F_g over the groups in d) * exp(-s) plus
@@ -553,7 +557,7 @@ class Counter:
             return None, src.s + (raw.sum(dim=dims) * width).log()
         s, inv, start = self._scale(raw.amax(dim=dims), src.s, raw.dim())
         mask = self._mask(step).reshape(-1, *out_shape[1:])
-        per_row = _count(mask, -1)
+        per_row = self._active(step, mask, 1, dim=-1)
         self.active_fraction[step.name] = float(per_row.sum()) / mask.numel()
         per_row = per_row.to(torch.float64)
         contribution = src.s + (raw * per_row).sum(dim=dims).log()
@@ -620,6 +624,23 @@ class Counter:
         if self._start[0] is not s:
             self._start = (s, torch.exp(-s))  # the length-0 path from an inactive neuron
         return s, factor, _per_sample(self._start[1], ndim)
+
+    def _active(self, step: Step, mask: torch.Tensor, parts: int, dim: int = 1) -> torch.Tensor:
+        """The active neurons of the layer's ``mask`` per ``parts`` contiguous groups along
+        ``dim`` (kept), int32: as the probe's kernel counted them where it did, else counted
+        here (and asked of the kernel next time)."""
+        dim %= mask.dim()
+        size = mask.shape[dim]
+        if parts == size:  # each neuron alone: the mask itself (one channel: a count)
+            return mask if size > 1 else _count(mask, dim)
+        block = size // parts
+        counted = self.block_counts[step.index].get(block)
+        if counted is not None and counted.shape == (*mask.shape[:dim], parts,
+                                                     *mask.shape[dim + 1 :]):  # fmt: skip
+            return counted
+        self.uncounted.setdefault(step.index, set()).add(block)
+        return _coarsen(mask, parts) if dim == 1 else _count(mask, dim) if parts == 1 else \
+            _coarsen(mask.movedim(dim, 1), parts).movedim(1, dim)  # fmt: skip
 
     def _mask(self, step: Step) -> torch.Tensor:
         mask = self.masks[step.index]

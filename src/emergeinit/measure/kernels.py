@@ -23,7 +23,8 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ import torch
 # long at about 4,096 values (benchmarks/mask_kernel.py's machine), so a margin above that.
 MIN_VALUES = 1 << 14
 MAX_TORCH_THREADS = 2  # beyond, PyTorch's threads catch up with the kernel's one (above)
+# values: the largest block counted, 255 words of 8 (a byte lane of their sum stays below 256)
+MAX_BLOCK = 8 * 255
 # per float dtype: its exponent bits as an integer of its width (all set: inf or NaN), NumPy's
 _EXPONENT: dict[torch.dtype, tuple[Any, Any]] = {
     torch.float32: (np.int32(0x7F800000), np.float32),
@@ -55,8 +58,23 @@ def _kernel() -> Any:
 
     # cache=True: compiled once per machine (in __pycache__ or numba's user cache), not per run
     @numba.njit(boundscheck=False, nogil=True, cache=True)
-    def mask_and_finite_rows(values, bits, exponent, tau, mask, finite):
+    def mask_and_finite_rows(values, bits, exponent, tau, mask, finite, blocks, counts):
         per_row = values.size // finite.size
+        # The mask as words: it starts its own allocation (aligned), and with a block of 4 (or
+        # 8) bytes dividing the channels, every block and sample starts on a word.
+        wide = narrow = False
+        for k in range(blocks.size):
+            wide |= blocks[k] % 8 == 0
+            narrow |= blocks[k] % 8 != 0
+        words8 = mask.view(np.uint64) if wide else np.empty(0, np.uint64)
+        words4 = mask.view(np.uint32) if narrow else np.empty(0, np.uint32)
+        scratch = np.empty(per_row // 16 if wide else 0, np.uint64)
+        scratch4 = np.empty(per_row // 12 if narrow else 0, np.uint32)
+        low8 = np.uint64(0x00FF00FF00FF00FF)
+        low16 = np.uint64(0x0000FFFF0000FFFF)
+        low32 = np.uint64(0xFFFFFFFF)
+        low8_32 = np.uint32(0x00FF00FF)
+        low16_32 = np.uint32(0xFFFF)
         for row in range(finite.size):
             # slices per row: a loop over range(lo, hi) of the whole array is not vectorized
             start = row * per_row
@@ -68,6 +86,54 @@ def _kernel() -> Any:
                 row_mask[i] = row_values[i] > tau
                 non_finite += (row_bits[i] & exponent) == exponent
             finite[row] = non_finite == 0
+            # The row's mask, still in cache, counted per block: its words summed (each byte
+            # lane stays below 256: no carry), then each word's byte lanes added pairwise.
+            # A loop body per words-per-block count that occurs: LLVM vectorizes those, not a
+            # loop of unknown length inside.
+            offset = 0
+            for k in range(blocks.size):
+                size = blocks[k]
+                n = per_row // size
+                out = counts[offset + row * n : offset + row * n + n]
+                offset += n * finite.size
+                if size % 8 == 0:
+                    w = words8[start // 8 : (start + per_row) // 8]
+                    per = size // 8
+                    sums = w  # per == 1: each word is a block
+                    if per > 1:
+                        sums = scratch[:n]
+                    if per == 2:
+                        for j in range(n):
+                            sums[j] = w[2 * j] + w[2 * j + 1]
+                    elif per == 4:
+                        for j in range(n):
+                            sums[j] = w[4 * j] + w[4 * j + 1] + w[4 * j + 2] + w[4 * j + 3]
+                    elif per > 1:  # at most 255 words (MAX_BLOCK): no lane passes 255
+                        for j in range(n):
+                            sums[j] = w[j * per]
+                        for q in range(1, per):
+                            for j in range(n):
+                                sums[j] += w[j * per + q]
+                    for j in range(n):
+                        x = sums[j]
+                        x = (x & low8) + ((x >> np.uint64(8)) & low8)
+                        x = (x & low16) + ((x >> np.uint64(16)) & low16)
+                        out[j] = np.int32((x & low32) + (x >> np.uint64(32)))
+                else:
+                    w4 = words4[start // 4 : (start + per_row) // 4]
+                    per = size // 4  # odd, at most 255
+                    sums4 = w4  # per == 1: each word is a block
+                    if per > 1:
+                        sums4 = scratch4[:n]
+                        for j in range(n):
+                            sums4[j] = w4[j * per]
+                        for q in range(1, per):
+                            for j in range(n):
+                                sums4[j] += w4[j * per + q]
+                    for j in range(n):
+                        t = sums4[j]
+                        t = (t & low8_32) + ((t >> np.uint32(8)) & low8_32)
+                        out[j] = np.int32((t & low16_32) + (t >> np.uint32(16)))
 
     return mask_and_finite_rows
 
@@ -86,10 +152,35 @@ def _samples_in_blocks(value: torch.Tensor) -> bool:
     return False
 
 
-def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(value > tau, per-sample all-finite flags)``, or ``None`` where the kernel does not
+class Fused(NamedTuple):
+    """What :func:`mask_and_finite` returns."""
+
+    mask: torch.Tensor  # value > tau, laid out like the value
+    finite: torch.Tensor  # per sample (dim 0): whether all its values are finite
+    counts: dict[int, torch.Tensor]  # per block size: true values per block (int32)
+
+
+def countable_blocks(value: torch.Tensor, axis: int, blocks: Iterable[int]) -> list[int]:
+    """The block sizes of ``blocks`` that :func:`mask_and_finite` counts along ``axis`` of
+    ``value``: where that axis lies innermost in memory (stride 1), blocks that divide it into
+    whole 4-byte words of the mask, at most :data:`MAX_BLOCK` values long."""
+    if value.dim() == 0 or value.stride(axis) != 1:
+        return []
+    size = value.shape[axis]
+    return sorted({b for b in blocks if 0 < b <= MAX_BLOCK and b % 4 == 0 and size % b == 0
+                   and (b % 8 == 0 or b <= MAX_BLOCK // 2)})  # fmt: skip
+
+
+def mask_and_finite(
+    value: torch.Tensor, tau: float, axis: int = -1, blocks: Iterable[int] = ()
+) -> Fused | None:
+    """``value > tau``, per-sample all-finite flags and, per size in ``blocks``, the number of
+    true values in each block of that many consecutive entries along ``axis`` (the channels:
+    a group of a convolution's, or a Linear's features); or ``None`` where the kernel does not
     apply (see the module's docstring). The mask has ``value``'s shape and memory layout (as
-    ``value > tau`` would); the flags are a bool tensor of one value per sample (dim 0).
+    ``value > tau`` would); the flags are a bool tensor of one value per sample (dim 0). Block
+    counts have ``value``'s shape with ``axis`` of size ``size // block``, as exact int32; only
+    the sizes :func:`countable_blocks` admits are counted, the others are left out.
     """
     global _failed
     kernel = _kernel()
@@ -110,6 +201,8 @@ def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torc
     mask = torch.empty_like(value, dtype=torch.bool)  # same strides: the same memory order
     finite = torch.empty(value.shape[0], dtype=torch.bool)
     count = value.numel()
+    sizes = countable_blocks(value, axis, blocks) if blocks else []
+    counts = torch.empty(sum(count // b for b in sizes), dtype=torch.int32) if sizes else None
     # a flat view of the memory, offset included (as_strided keeps the storage offset)
     values = value.as_strided((count,), (1,)).numpy()
     try:
@@ -120,6 +213,8 @@ def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torc
             np_float(tau),  # rounded to the values' dtype, as PyTorch compares with a float
             mask.view(torch.uint8).as_strided((count,), (1,)).numpy(),
             finite.numpy(),
+            np.array(sizes, dtype=np.int64) if sizes else _NO_BLOCKS,
+            counts.numpy() if counts is not None else _NO_COUNTS,
         )
     except Exception as error:  # a numba that cannot compile it here (its version, platform)
         _failed = True
@@ -131,7 +226,41 @@ def mask_and_finite(value: torch.Tensor, tau: float) -> tuple[torch.Tensor, torc
             stacklevel=2,
         )
         return None
-    return mask, finite
+    if counts is None:
+        return Fused(mask, finite, {})
+    return Fused(mask, finite, _block_tensors(value, axis, sizes, counts))
 
 
-__all__ = ["MAX_TORCH_THREADS", "MIN_VALUES", "available", "mask_and_finite"]
+_NO_BLOCKS = np.empty(0, dtype=np.int64)
+_NO_COUNTS = np.empty(0, dtype=np.int32)
+
+
+def _block_tensors(
+    value: torch.Tensor, axis: int, sizes: list[int], counts: torch.Tensor
+) -> dict[int, torch.Tensor]:
+    """The kernel's flat counts as tensors of ``value``'s dimensions. In memory they follow the
+    value's order, ``axis`` innermost (its stride is 1): every other dimension's stride is a
+    multiple of the channels ``C`` (or its size is 1), and ``C / size`` counts replace them."""
+    axis %= value.dim()
+    channels = value.shape[axis]
+    out: dict[int, torch.Tensor] = {}
+    offset = 0
+    for size in sizes:
+        shape = list(value.shape)
+        shape[axis] = channels // size
+        strides = [stride // size for stride in value.stride()]
+        strides[axis] = 1
+        out[size] = counts.as_strided(shape, strides, offset)
+        offset += value.numel() // size
+    return out
+
+
+__all__ = [
+    "MAX_BLOCK",
+    "MAX_TORCH_THREADS",
+    "MIN_VALUES",
+    "Fused",
+    "available",
+    "countable_blocks",
+    "mask_and_finite",
+]

@@ -25,11 +25,11 @@ from ..schedule import check_choice
 from .capture import (
     Capture,
     ModelInputs,
+    ModelScan,
     check_forward,
     check_model,
-    count_parameters,
     model_inputs,
-    own_tensors,
+    scan_model,
     untouched,
 )
 from .counting import Counter
@@ -193,12 +193,13 @@ def measure_emergence(
     check_choice("granularity", granularity, get_args(Granularity))
     check_choice("capture", capture, get_args(Capture))
     tau = _check_tau(tau)
-    tensors = own_tensors(model) if isinstance(model, nn.Module) else []
-    model = check_model(model, tensors)
+    model = check_model(model, [])  # a module (the meta check follows, on its tensors)
+    scan = scan_model(model)
+    check_model(model, scan.tensors)
     call = model_inputs(inputs)
     per_sample = activity == "per_sample"
     channel = granularity == "channel"
-    structure, probe = _probe(model, call, capture, tau, per_sample, channel)
+    structure, probe = _probe(model, call, capture, tau, per_sample, channel, scan)
 
     batch = call.batch
     counter = Counter(
@@ -211,14 +212,15 @@ def measure_emergence(
         device=call.device,
     )
     log_e = counter.run() / _LN10
+    _remember_blocks(structure, call, counter.uncounted)
     log10_e = log_e.to("cpu").expand(batch).clone()
     finite = _finite_inputs(call) & _finite_rows(probe, batch)
     if not bool(finite.all()) and bool(_finite_inputs(call).all()):
         # A non-finite sum of a sample's activations may be an overflow of finite values (or
         # follow from non-finite weights): ask again, exactly.
-        exact = _run_probe(model, structure, call, tau, per_sample, channel, exact=True)
+        exact = _run_probe(model, structure, call, tau, per_sample, channel, scan, exact=True)
         finite = _finite_rows(exact, batch)
-    if not _all_finite(tensors):
+    if not _all_finite(scan.tensors):
         finite = torch.zeros_like(finite)
     if not bool(finite.all()):
         bad = int((~finite).sum())
@@ -229,7 +231,7 @@ def measure_emergence(
             "all samples are)"), RuntimeWarning, stacklevel=2,
         )  # fmt: skip
     mean, std = _mean_std(log10_e)
-    num_parameters = count_parameters(model)
+    num_parameters = scan.num_parameters
     relative = mean - math.log10(num_parameters) if num_parameters else math.nan
     return EmergenceResult(
         log10_e=log10_e,
@@ -255,12 +257,12 @@ def _check_tau(tau: object) -> float:
 
 def _probe(
     model: nn.Module, call: ModelInputs, capture: Capture, tau: float, per_sample: bool,
-    channel: bool,
+    channel: bool, scan: ModelScan,
 ) -> tuple[Structure, Probe]:  # fmt: skip
     """Read the structure and run the probe forward, with typed errors when either fails."""
-    structure = read_structure(model, call, capture)
+    structure = read_structure(model, call, capture, scan.stamp)
     try:
-        return structure, _run_probe(model, structure, call, tau, per_sample, channel)
+        return structure, _run_probe(model, structure, call, tau, per_sample, channel, scan)
     except Exception as error:
         check_forward(model, call)  # a TracingError when the model itself fails on the inputs
         if structure.traced_with != "fx" or capture != "auto":
@@ -269,27 +271,53 @@ def _probe(
                 f"inputs though the model's own forward runs ({type(error).__name__}: {error})."
             ) from error
     # The fx graph does not hold for these inputs (it was traced for others): export them.
-    structure = read_structure(model, call, "export")
-    return structure, _run_probe(model, structure, call, tau, per_sample, channel)
+    structure = read_structure(model, call, "export", scan.stamp)
+    return structure, _run_probe(model, structure, call, tau, per_sample, channel, scan)
 
 
 def _run_probe(
     model: nn.Module, structure: Structure, call: ModelInputs, tau: float, per_sample: bool,
-    channel: bool, exact: bool = False,
+    channel: bool, scan: ModelScan, exact: bool = False,
 ) -> Probe:  # fmt: skip
     """The probe, channels last on CPU where the network has convolutions (docs/measure.md,
     "Layout"): PyTorch's CPU convolutions run faster so, and the counting reads masks laid out
     channels last without transposing them. A model that fails in that layout (a ``view`` that
     needs the default strides) runs as its inputs lie, from then on."""
+    blocks = structure.memo.get(_blocks_key(call))
     if _probe_channels_last(structure, call):
         try:
-            with untouched(model, call), torch.no_grad():
+            with untouched(model, call, scan), torch.no_grad():
                 return structure.run_probe(call, tau, per_sample, channel, exact,
-                                           channels_last=True)  # fmt: skip
+                                           channels_last=True, blocks=blocks)  # fmt: skip
         except Exception:
             structure.memo["channels_last"] = False
-    with untouched(model, call), torch.no_grad():
-        return structure.run_probe(call, tau, per_sample, channel, exact)
+    with untouched(model, call, scan), torch.no_grad():
+        return structure.run_probe(call, tau, per_sample, channel, exact, blocks=blocks)
+
+
+def _blocks_key(call: ModelInputs) -> tuple[Any, ...]:
+    return ("blocks", call.signature())
+
+
+def _remember_blocks(
+    structure: Structure, call: ModelInputs, uncounted: dict[int, set[int]]
+) -> None:
+    """Keep, per input signature, the block sizes of active-neuron counts the counter needed
+    and the probe did not bring: the next probe on such inputs asks its kernel for them (a
+    count per block of channels costs little more than the mask it is taken from)."""
+    if not uncounted:
+        return
+    key = _blocks_key(call)
+    known: dict[int, tuple[int, ...]] = structure.memo.get(key, {})
+    if all(set(sizes) <= set(known.get(layer, ())) for layer, sizes in uncounted.items()):
+        return  # asked for before: the kernel does not count these (layout, size)
+    merged = dict(known)
+    for layer, sizes in uncounted.items():
+        merged[layer] = tuple(sorted({*known.get(layer, ()), *sizes}))
+    stale = [k for k in structure.memo if isinstance(k, tuple) and k[0] == "blocks" and k != key]
+    for old in stale[: max(0, len(stale) - 3)]:
+        del structure.memo[old]
+    structure.memo[key] = merged
 
 
 def _probe_channels_last(structure: Structure, call: ModelInputs) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,7 @@ class Probe:
 
     shapes: list[tuple[int, ...] | None]
     masks: list[torch.Tensor | None]  # per non-last layer
+    counts: list[dict[int, torch.Tensor]]  # per non-last layer: its mask's block counts, by size
     row_sums: list[torch.Tensor | None]  # per read and last layer: sums (or flags) per sample
     dynamic: dict[int, dict[str, Any]]
     weight_shapes: dict[int, tuple[int, ...]]
@@ -124,19 +125,23 @@ class Structure:
     def run_probe(
         self, inputs: ModelInputs, tau: float, per_sample: bool, channel: bool,
         exact: bool = False, channels_last: bool = False,
+        blocks: Mapping[int, Sequence[int]] | None = None,
     ) -> Probe:  # fmt: skip
         """Run the probe; ``exact``: per-sample finiteness flags instead of row sums;
         ``channels_last``: image (and volume) inputs laid out channels last, which the
-        convolutions keep (their values equal up to rounding), and so do the masks."""
+        convolutions keep (their values equal up to rounding), and so do the masks;
+        ``blocks``: per non-last layer, block sizes along its channels whose counts of active
+        neurons the compiled kernel may take along (:func:`.kernels.mask_and_finite`)."""
         probe, attributes = self.probe_module(tau, per_sample, channel, exact)
         flat = self.captured.flat(inputs)
         if channels_last:
             flat = [_to_channels_last(value) for value in flat]
-        shapes, masks, sums, dynamic, weights = probe(*flat, *attributes)
+        shapes, masks, counts, sums, dynamic, weights = probe(*flat, *attributes, blocks or {})
         dynamic_steps = [s for s in self.steps if s.dynamic]
         return Probe(
             list(shapes),
             list(masks),
+            list(counts),
             list(sums),
             {s.index: dict(zip(s.dynamic, values)) for s, values in zip(dynamic_steps, dynamic)},
             dict(zip(self.weight_args, weights)),
@@ -164,12 +169,15 @@ class Structure:
         _skip_zero_padding(graph, by_name, self.steps)
         attributes = _attributes_as_inputs(graph, self.graph_module, by_name)
         last_input = [n for n in graph.nodes if n.op == "placeholder"][-1]
+        with graph.inserting_after(last_input):
+            # a default: the inputs before it may have defaults (Python's rule)
+            blocks = last_input = graph.placeholder("_emergeinit_blocks", default_value=None)
         shape_nodes: dict[int, fx.Node] = {}
         for step in self.steps:
             node = by_name[step.node]
             with graph.inserting_after(last_input if node.op == "placeholder" else node):
                 shape_nodes[step.index] = graph.call_function(_shape_of, (node,))
-        masks, sums = [], []
+        masks, counts, sums = [], [], []
         for layer in self.layers:
             if layer in self.last:
                 with graph.inserting_after(shape_nodes[layer]):
@@ -181,13 +189,16 @@ class Structure:
             # A Linear's channels are its last dimension (channels-last values), a convolution's
             # the first after the batch.
             axis = -1 if self._is_linear(layer) else 1
-            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis, exact)
+            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis, exact,
+                    axis, blocks, layer)  # fmt: skip
             with graph.inserting_after(shape_nodes[read.step]):
                 activity = graph.call_function(_activity, args)
             with graph.inserting_after(activity):
                 masks.append(graph.call_function(operator.getitem, (activity, 0)))
             with graph.inserting_after(masks[-1]):
                 sums.append(graph.call_function(operator.getitem, (activity, 1)))
+            with graph.inserting_after(sums[-1]):
+                counts.append(graph.call_function(operator.getitem, (activity, 2)))
         dynamic = []
         for step in self.steps:
             if step.dynamic:
@@ -203,6 +214,7 @@ class Structure:
             (
                 tuple(shape_nodes[s.index] for s in self.steps),
                 tuple(masks),
+                tuple(counts),
                 tuple(sums),
                 tuple(dynamic),
                 tuple(weights),
@@ -254,7 +266,9 @@ def _attributes_as_inputs(
     for i, node in enumerate(reads):
         values.append(operator.attrgetter(str(node.target))(root))
         with graph.inserting_after(anchor):
-            anchor = inputs[node] = graph.placeholder(f"_emergeinit_attribute_{i}")
+            # always passed; a default as the inputs before it may have one (Python's rule)
+            anchor = inputs[node] = graph.placeholder(f"_emergeinit_attribute_{i}",
+                                                      default_value=None)
         node.replace_all_uses_with(anchor)
         graph.erase_node(node)
     for name, node in by_name.items():
@@ -315,10 +329,14 @@ def _activity(
     per_sample: bool,
     channel: int | bool,
     exact: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``value > tau`` laid out like the layer's output (per channel: its spatial mean), and
-    the per-sample sums of the finiteness check, or exact per-sample flags where the compiled
-    kernel does both in one pass (:mod:`.kernels`).
+    axis: int,
+    blocks: Mapping[int, Sequence[int]] | None,
+    layer: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[int, torch.Tensor]]:
+    """``value > tau`` laid out like the layer's output (per channel: its spatial mean), the
+    per-sample sums of the finiteness check, or exact per-sample flags where the compiled
+    kernel does both in one pass (:mod:`.kernels`), and the counts of active neurons per block
+    of channels that the kernel took along (``blocks[layer]``: sizes along ``axis``).
 
     ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
     """
@@ -328,7 +346,7 @@ def _activity(
         or value.numel() != math.prod(shape)
         or not value.is_floating_point()
     ):
-        return None, None  # the caller names the layer and raises
+        return None, None, {}  # the caller names the layer and raises
     v = value.detach()
     for item in reversed(undo):
         if item[0] == "transpose":
@@ -338,8 +356,8 @@ def _activity(
             v = v.permute([dims.index(d) for d in range(v.dim())])
     v = v.reshape(shape)
     if per_sample and channel is False:
-        fused = kernels.mask_and_finite(v, tau)  # exact flags: ``exact`` is met either way
-        if fused is not None:
+        fused = kernels.mask_and_finite(v, tau, axis, blocks.get(layer, ()) if blocks else ())
+        if fused is not None:  # exact flags: ``exact`` is met either way
             return fused
     sums = _row_sums(v, exact)
     if v.dtype in (torch.float16, torch.bfloat16):
@@ -349,7 +367,7 @@ def _activity(
         v = v.mean(dim=tuple(d for d in range(1, v.dim()) if d != axis))
     if not per_sample:
         v = v.mean(dim=0, keepdim=True)
-    return v > tau, sums
+    return v > tau, sums, {}
 
 
 _MAX_PROBES = 8
@@ -358,8 +376,12 @@ _MAX_PROBES = 8
 # --- capture and cache -----------------------------------------------------------------------
 
 
-def read_structure(model: nn.Module, inputs: ModelInputs, capture: Capture = "auto") -> Structure:
-    """The structure of ``model`` called on ``inputs`` (cached; see :mod:`.capture`).
+def read_structure(
+    model: nn.Module, inputs: ModelInputs, capture: Capture = "auto",
+    stamp: tuple[Any, ...] | None = None,
+) -> Structure:  # fmt: skip
+    """The structure of ``model`` called on ``inputs`` (cached; see :mod:`.capture`;
+    ``stamp``: the model's fingerprint, where already at hand).
 
     ``capture="auto"`` tries torch.fx, then torch.export, then (for a plain ``nn.Sequential``)
     the chain of its children. A capture that fails, or holds ops without a routing rule, is
@@ -370,7 +392,7 @@ def read_structure(model: nn.Module, inputs: ModelInputs, capture: Capture = "au
             "capture='fx' takes positional tensor inputs only; use capture='export' or 'auto' "
             "for keyword inputs."
         )
-    cache = model_cache(model)
+    cache = model_cache(model, stamp)
     failures: list[str] = []
     attempts: list[tuple[Any, str, Callable[[], Captured]]] = []
     if capture in ("auto", "fx") and inputs.positional_tensors:
