@@ -322,3 +322,28 @@ def test_non_tensor_keyword_arguments_are_constants() -> None:
     # a constant scale routes unchanged
     torch.testing.assert_close(doubled.log10_e, plain.log10_e, rtol=0, atol=1e-12)
     assert list(doubled.node_counts) == ["input", "fc", "head"]
+
+
+class OptionalShift(nn.Module):
+    """An optional input (a default in forward's signature) and a functional parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3))
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.nn.functional.linear(x, self.weight)
+        return self.head(torch.relu(h if shift is None else h + shift))
+
+
+def test_fx_takes_a_forward_with_an_optional_input_and_a_functional_parameter() -> None:
+    # the probe's own inputs (the parameter, the kernel's block sizes) follow forward()'s; after
+    # one with a default they need one too, else the probe does not compile and export is used
+    torch.manual_seed(0)
+    net = OptionalShift()
+    x, shift = torch.randn(5, 3), torch.randn(5, 4)
+    by_fx = measure_emergence(net, (x, shift))
+    assert by_fx.traced_with == "fx"
+    by_export = measure_emergence(net, (x, shift), capture="export")
+    torch.testing.assert_close(by_fx.log10_e, by_export.log10_e, rtol=0, atol=1e-12)
