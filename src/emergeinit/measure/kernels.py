@@ -110,10 +110,11 @@ def _kernel() -> Any:
                             sums[j] = w[4 * j] + w[4 * j + 1] + w[4 * j + 2] + w[4 * j + 3]
                     elif per > 1:  # at most 255 words (MAX_BLOCK): no lane passes 255
                         for j in range(n):
-                            sums[j] = w[j * per]
-                        for q in range(1, per):
-                            for j in range(n):
-                                sums[j] += w[j * per + q]
+                            x = np.uint64(0)
+                            base = j * per
+                            for q in range(per):  # (not range(base, base + per): 3x slower)
+                                x += w[base + q]
+                            sums[j] = x
                     for j in range(n):
                         x = sums[j]
                         x = (x & low8) + ((x >> np.uint64(8)) & low8)
@@ -126,10 +127,11 @@ def _kernel() -> Any:
                     if per > 1:
                         sums4 = scratch4[:n]
                         for j in range(n):
-                            sums4[j] = w4[j * per]
-                        for q in range(1, per):
-                            for j in range(n):
-                                sums4[j] += w4[j * per + q]
+                            t = np.uint32(0)
+                            base = j * per
+                            for q in range(per):
+                                t += w4[base + q]
+                            sums4[j] = t
                     for j in range(n):
                         t = sums4[j]
                         t = (t & low8_32) + ((t >> np.uint32(8)) & low8_32)
