@@ -365,30 +365,39 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     Per dtype and device, one stacked set of sums: each large tensor summed where it lies (a
     copy would cost more than the sum), the small ones concatenated in batches; a sum is finite
     when every value is. Where one is not (it may also overflow), a sum per tensor, and the
-    elementwise test (slow on CPU) only for a tensor whose sum is not finite."""
+    elementwise test (slow on CPU) only for a tensor whose sum is not finite. (Few Python steps
+    per tensor: a Hugging Face model has hundreds of small ones.)"""
     by_kind: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
-    for t in tensors:
-        if t.is_floating_point() and t.numel():
-            by_kind.setdefault((t.dtype, t.device), []).append(t.detach())
-    for kind in by_kind.values():
-        large = [t for t in kind if t.numel() >= _ALONE]
-        small = [t for t in kind if t.numel() < _ALONE]
-        sums = [_sum(t) for t in large]
-        batches: list[list[torch.Tensor]] = []
-        size = 0
-        for t in small:
-            if not batches or size + t.numel() > _BATCH:
-                batches.append([])
-                size = 0
-            batches[-1].append(t.reshape(-1))
-            size += t.numel()
-        sums += [_sum(torch.cat(batch)) for batch in batches]
-        if bool(torch.isfinite(torch.stack(sums)).all()):
-            continue
-        per_tensor = torch.stack([_sum(t).double() for t in kind])
-        suspects = (~torch.isfinite(per_tensor)).nonzero().flatten().tolist()
-        if not all(bool(torch.isfinite(kind[i]).all()) for i in suspects):
-            return False
+    with torch.no_grad():  # views of parameters without autograd's bookkeeping
+        for t in tensors:
+            if t.is_floating_point():
+                key = (t.dtype, t.device)
+                kind = by_kind.get(key)
+                if kind is None:
+                    kind = by_kind[key] = []
+                kind.append(t)
+        for kind in by_kind.values():
+            sums = []
+            batch: list[torch.Tensor] = []
+            size = 0
+            for t in kind:
+                n = t.numel()
+                if n >= _ALONE:
+                    sums.append(_sum(t))
+                    continue
+                if size + n > _BATCH:
+                    sums.append(_sum(torch.cat(batch)))
+                    batch, size = [], 0
+                batch.append(t.reshape(-1))
+                size += n
+            if batch:
+                sums.append(_sum(torch.cat(batch)))
+            if bool(torch.isfinite(torch.stack(sums)).all()):
+                continue
+            per_tensor = torch.stack([_sum(t).double() for t in kind])
+            suspects = (~torch.isfinite(per_tensor)).nonzero().flatten().tolist()
+            if not all(bool(torch.isfinite(kind[i]).all()) for i in suspects):
+                return False
     return True
 
 
