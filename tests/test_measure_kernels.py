@@ -125,11 +125,16 @@ def test_a_kernel_that_fails_warns_once_and_hands_over_to_pytorch(
     assert len(calls) == 1
 
 
+def clear_caches() -> None:
+    for cached in (kernels._numba, kernels._kernel, kernels._transpose_kernel):
+        cached.cache_clear()
+
+
 @pytest.fixture
 def fresh_switch() -> Iterator[None]:
-    kernels._kernel.cache_clear()
+    clear_caches()
     yield
-    kernels._kernel.cache_clear()
+    clear_caches()
 
 
 @pytest.mark.usefixtures("fresh_switch")
@@ -137,9 +142,11 @@ def test_the_environment_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("EMERGEINIT_NUMBA", "0")
     assert not kernels.available()
     assert kernels.mask_and_finite(torch.randn(8, 4096), 0.05) is None
+    assert kernels.channels_last(torch.randn(8, 3, 32, 32)) is None
     monkeypatch.setenv("EMERGEINIT_NUMBA", "1")
-    kernels._kernel.cache_clear()
+    clear_caches()
     assert kernels.available()
+    assert kernels.channels_last(torch.randn(8, 3, 32, 32)) is not None
 
 
 def test_the_measure_is_the_same_with_and_without_the_kernel(
@@ -288,6 +295,49 @@ def test_the_measure_is_the_same_with_the_kernels_block_counts(
     assert not any(asked)
     monkeypatch.setattr(kernels, "mask_and_finite", lambda *args: None)
     assert torch.equal(other.log10_e, measure_emergence(net, y).log10_e)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(8, 3, 32, 32), (4, 16, 16, 24), (4, 5, 6, 16, 24)])
+def test_channels_last_copies_equal_pytorch(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    value = tricky(shape, dtype, 0.05)
+    got = kernels.channels_last(value)
+    assert got is not None
+    layout = torch.channels_last if value.dim() == 4 else torch.channels_last_3d
+    want = value.contiguous(memory_format=layout)
+    assert got.stride() == want.stride() and got.dtype == dtype
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert torch.isnan(got).equal(torch.isnan(want))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last),  # not contiguous
+        torch.randn(8, 3, 32, 32, dtype=torch.float16),
+        torch.randn(2, 3, 8, 8),  # too small to gain
+        torch.randn(8, 3 * 32 * 32),  # not an image
+        torch.randn(8, 3, 32, 32, requires_grad=True),
+        torch.randn(8, 3, 32, 32)._neg_view(),
+        torch.randn(8, 1, 64, 64),  # one channel: channels last already
+    ],
+    ids=["channels last", "half", "small", "rows", "requires_grad", "lazy negation", "one channel"],
+)
+def test_channels_last_leaves_other_tensors_to_pytorch(value: torch.Tensor) -> None:
+    assert kernels.channels_last(value) is None
+
+
+def test_a_failing_transpose_warns_once_and_hands_over_to_pytorch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("cannot compile here")
+
+    monkeypatch.setattr(kernels, "_failed", False)
+    monkeypatch.setattr(kernels, "_transpose_kernel", lambda: broken)
+    with pytest.warns(RuntimeWarning, match="cannot compile here"):
+        assert kernels.channels_last(torch.randn(8, 3, 32, 32)) is None
+    assert kernels.mask_and_finite(torch.randn(8, 4096), 0.05) is None  # both: PyTorch's path
 
 
 def test_importing_the_package_does_not_import_numba() -> None:

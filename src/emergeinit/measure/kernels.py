@@ -1,4 +1,4 @@
-"""A compiled kernel for the probe's hottest step, used when numba is installed (``fast`` extra).
+"""Compiled kernels for the probe's hottest steps, used when numba is installed (``fast`` extra).
 
 For every hidden layer the probe turns the layer's activations into a mask, ``value > tau``, and
 checks that each sample's values are finite. In PyTorch (CPU) a comparison whose output is
@@ -6,7 +6,9 @@ boolean runs as a scalar loop, and the finiteness check is a second pass over th
 1 ms for 2 million float32 values on one thread. :func:`mask_and_finite` does both in one
 vectorized pass compiled by numba (0.2 ms), with the same results: the comparison is the
 same IEEE comparison (NaN is never above the threshold), and a value is non-finite when all its
-exponent bits are set, so the per-sample flags are exact, not inferred from a sum.
+exponent bits are set, so the per-sample flags are exact, not inferred from a sum. In the same
+pass it counts the active neurons per block of channels that the counting asks for (exact).
+:func:`channels_last` copies the probe's image inputs into the channels-last layout.
 
 It takes CPU float32/float64 tensors whose samples each lie in one contiguous block (contiguous
 or channels-last tensors), large enough that the call overhead does not matter, and runs when
@@ -48,12 +50,20 @@ def available() -> bool:
 
 
 @functools.cache
-def _kernel() -> Any:
+def _numba() -> Any:
     if os.environ.get("EMERGEINIT_NUMBA", "1").strip() == "0":
         return None
     try:
         import numba
     except Exception:  # not installed, or broken (a NumPy it does not support): PyTorch's path
+        return None
+    return numba
+
+
+@functools.cache
+def _kernel() -> Any:
+    numba = _numba()
+    if numba is None:
         return None
 
     # cache=True: compiled once per machine (in __pycache__ or numba's user cache), not per run
@@ -140,7 +150,26 @@ def _kernel() -> Any:
     return mask_and_finite_rows
 
 
-_failed = False  # the kernel failed once in this process: PyTorch's path from then on
+@functools.cache
+def _transpose_kernel() -> Any:
+    numba = _numba()
+    if numba is None:
+        return None
+
+    @numba.njit(boundscheck=False, nogil=True, cache=True)
+    def channels_to_last(source, target):
+        # (samples, channels, positions) -> (samples, positions, channels)
+        for n in range(source.shape[0]):
+            out = target[n]
+            for c in range(source.shape[1]):
+                row = source[n, c]
+                for p in range(source.shape[2]):
+                    out[p, c] = row[p]
+
+    return channels_to_last
+
+
+_failed = False  # a kernel failed once in this process: PyTorch's path from then on
 
 
 def _samples_in_blocks(value: torch.Tensor) -> bool:
@@ -220,13 +249,7 @@ def mask_and_finite(
         )
     except Exception as error:  # a numba that cannot compile it here (its version, platform)
         _failed = True
-        warnings.warn(
-            f"emergeinit: the measure's compiled kernel failed ({type(error).__name__}: "
-            f"{str(error)[:200]}); the measure uses PyTorch from now on, with the same results. "
-            "EMERGEINIT_NUMBA=0 silences this.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        _warn(error)
         return None
     if counts is None:
         return Fused(mask, finite, {})
@@ -235,6 +258,56 @@ def mask_and_finite(
 
 _NO_BLOCKS = np.empty(0, dtype=np.int64)
 _NO_COUNTS = np.empty(0, dtype=np.int32)
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def channels_last(value: torch.Tensor) -> torch.Tensor | None:
+    """A channels-last copy of a contiguous 4-d or 5-d CPU float tensor (the probe's images and
+    volumes), or ``None`` where the kernel does not apply. PyTorch's copy into that layout reads
+    a few channels at a time (0.23 ms for 32 RGB images of 64x64 on one thread), the kernel
+    writes whole positions (0.12 ms); the values are the same."""
+    global _failed
+    kernel = _transpose_kernel()
+    if (
+        kernel is None
+        or _failed
+        or type(value) is not torch.Tensor
+        or value.is_neg()
+        or value.is_conj()
+        or value.device.type != "cpu"
+        or value.dtype not in _EXPONENT
+        or value.dim() not in _CHANNELS_LAST
+        or value.numel() < MIN_VALUES
+        or value.requires_grad
+        or torch.get_num_threads() > MAX_TORCH_THREADS
+        or not value.is_contiguous()
+        or value.is_contiguous(memory_format=_CHANNELS_LAST[value.dim()])  # one channel: as is
+    ):
+        return None
+    out = torch.empty_like(value, memory_format=_CHANNELS_LAST[value.dim()])
+    samples, channels = value.shape[:2]
+    try:
+        kernel(
+            value.numpy().reshape(samples, channels, -1),
+            out.movedim(1, -1).numpy().reshape(samples, -1, channels),  # its memory, in order
+        )
+    except Exception as error:
+        _failed = True
+        _warn(error)
+        return None
+    return out
+
+
+def _warn(error: Exception) -> None:
+    warnings.warn(
+        f"emergeinit: the measure's compiled kernel failed ({type(error).__name__}: "
+        f"{str(error)[:200]}); the measure uses PyTorch from now on, with the same results. "
+        "EMERGEINIT_NUMBA=0 silences this.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _block_tensors(
@@ -263,6 +336,7 @@ __all__ = [
     "MIN_VALUES",
     "Fused",
     "available",
+    "channels_last",
     "countable_blocks",
     "mask_and_finite",
 ]

@@ -290,6 +290,9 @@ def _writes_nothing(node: fx.Node) -> bool:
 def _to_channels_last(value: Any) -> Any:
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         return value
+    moved = kernels.channels_last(value)
+    if moved is not None:
+        return moved
     if value.dim() == 4:
         return value.contiguous(memory_format=torch.channels_last)
     if value.dim() == 5:
