@@ -420,7 +420,7 @@ class Counter:
             else:
                 q = torch.mul(active, by_group - start).add_(start * size)
             return Counts(_carry(q.reshape(nb, parts, *spatial), need), s), contribution
-        active_d = _as(_coarsen(counts, demand), torch.float64)
+        active_d = _as(self._active(step, mask, demand), torch.float64)  # (the kernel's, if any)
         base = torch.addcmul(start * (channels // demand), active_d, start, value=-1)
         if self.cross:
             summed = _coarse_groups(raw, groups, parts, demand) * size
@@ -507,7 +507,7 @@ class Counter:
         for c, w in sums:  # integer products and sums: exact
             reached = reached + c * _exact_total(torch.mul(w, weight), bound * per_out)
         contribution = src.s + reached.log()
-        active_d = active if need == 1 else _coarsen(active_g, need)
+        active_d = active if need == 1 else self._active(step, mask, need)
         inactive = torch.rsub(_as(active_d, torch.float64), out_shape[1] // need)
         summed = summed * (per_out if inv is None else inv * per_out)
         return Counts(torch.addcmul(summed, inactive, start), s), contribution
