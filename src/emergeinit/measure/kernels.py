@@ -172,6 +172,22 @@ def _transpose_kernel() -> Any:
 _failed = False  # a kernel failed once in this process: PyTorch's path from then on
 
 
+def _takes(value: torch.Tensor) -> bool:
+    """Whether a kernel may read ``value``: a plain CPU float32/float64 tensor, large enough to
+    gain, outside autograd, with PyTorch on at most :data:`MAX_TORCH_THREADS` threads, and no
+    kernel has failed in this process."""
+    return not (
+        _failed
+        or type(value) is not torch.Tensor  # a subclass may not be viewable by NumPy
+        or value.is_neg()  # a lazy negation: NumPy would read the values unnegated
+        or value.device.type != "cpu"
+        or value.dtype not in _EXPONENT
+        or value.numel() < MIN_VALUES  # also: no scalar, no empty batch
+        or value.requires_grad
+        or torch.get_num_threads() > MAX_TORCH_THREADS
+    )
+
+
 def _samples_in_blocks(value: torch.Tensor) -> bool:
     """Whether the memory holds the samples one after another, each dense (any order inside)."""
     if value.is_contiguous():
@@ -215,18 +231,7 @@ def mask_and_finite(
     """
     global _failed
     kernel = _kernel()
-    if (
-        kernel is None
-        or _failed
-        or type(value) is not torch.Tensor  # a subclass may not be viewable by NumPy
-        or value.is_neg()  # a lazy negation: NumPy would read the values unnegated
-        or value.device.type != "cpu"
-        or value.dtype not in _EXPONENT
-        or value.numel() < MIN_VALUES  # also: no scalar, no empty batch
-        or value.requires_grad
-        or torch.get_num_threads() > MAX_TORCH_THREADS
-        or not _samples_in_blocks(value)
-    ):
+    if kernel is None or not _takes(value) or not _samples_in_blocks(value):
         return None
     exponent, np_float = _EXPONENT[value.dtype]
     mask = torch.empty_like(value, dtype=torch.bool)  # same strides: the same memory order
@@ -272,16 +277,8 @@ def channels_last(value: torch.Tensor) -> torch.Tensor | None:
     kernel = _transpose_kernel()
     if (
         kernel is None
-        or _failed
-        or type(value) is not torch.Tensor
-        or value.is_neg()
-        or value.is_conj()
-        or value.device.type != "cpu"
-        or value.dtype not in _EXPONENT
+        or not _takes(value)
         or value.dim() not in _CHANNELS_LAST
-        or value.numel() < MIN_VALUES
-        or value.requires_grad
-        or torch.get_num_threads() > MAX_TORCH_THREADS
         or not value.is_contiguous()
         or value.is_contiguous(memory_format=_CHANNELS_LAST[value.dim()])  # one channel: as is
     ):
