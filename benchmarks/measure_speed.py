@@ -454,7 +454,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} repeats, medians"
           + (f", before = {args.baseline}" if args.baseline else "")
           + (f", GLIBC_TUNABLES={STEADY_ALLOCATOR}" if args.steady_allocator else ""))  # fmt: skip
-    print("the probe's compiled mask kernel (numba, the 'fast' extra): "
+    print("the probe's compiled kernels (numba, the 'fast' extra): "
           + ("on" if kernels.available() else "off (numba missing or EMERGEINIT_NUMBA=0)"))
     print("\nmeasure_emergence vs the model's forward (eval mode, neuron granularity):")
     for name, factory, shape, keyword in FORWARD_CASES:
