@@ -172,6 +172,60 @@ def test_channels_last_uint8_window_sums_equal_float64_window_sums(nd: int) -> N
         assert torch.equal(fast.movedim(-1, 1).to(torch.float64), want)
 
 
+def naive_window_sum(
+    t: torch.Tensor, kernel: list[int], stride: list[int], left: list[int],
+    dilation: list[int], out: list[int],
+) -> torch.Tensor:  # fmt: skip
+    """Every output position's window, tap by tap (positions outside the input add nothing)."""
+    result = torch.zeros(*t.shape[:2], *out, dtype=torch.float64)
+    for position in itertools.product(*(range(o) for o in out)):
+        for taps in itertools.product(*(range(k) for k in kernel)):
+            source = [i * s - p + j * d
+                      for i, s, p, j, d in zip(position, stride, left, taps, dilation)]  # fmt: skip
+            if all(0 <= x < n for x, n in zip(source, t.shape[2:])):
+                result[(slice(None), slice(None), *position)] += t[(slice(None), slice(None),
+                                                                     *source)].double()  # fmt: skip
+    return result
+
+
+@pytest.mark.parametrize("way", ["per tap", "unfold"])
+@pytest.mark.parametrize("layout", ["channels first", "channels last"])
+def test_window_sums_equal_a_tap_by_tap_sum(
+    way: str, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both ways of summing windows (an addition per tap, or a reduction over an unfolded view,
+    # chosen by size and layout) against the definition, on ceil-mode-like output sizes too
+    monkeypatch.setattr(counting, "_UNFOLD_WORK", 0 if way == "per tap" else 2**40)
+    generator = torch.Generator().manual_seed(5)
+    checked = 0
+    for _ in range(40):
+        nd = int(torch.randint(1, 4, (), generator=generator))
+
+        def draw(low: int, high: int, nd: int = nd) -> list[int]:
+            return [int(v) for v in torch.randint(low, high, (nd,), generator=generator)]
+
+        size, kernel, stride, dilation = draw(1, 7), draw(1, 4), draw(1, 3), draw(1, 3)
+        if way == "per tap" and layout == "channels last":
+            kernel = [min(k, 4) for k in kernel]  # 5 taps or more channels last: unfold
+        left = [int(torch.randint(0, d * (k - 1) + 1, (), generator=generator))
+                for k, d in zip(kernel, dilation)]  # fmt: skip
+        extra = draw(0, 2)
+        shapes = zip(size, left, dilation, kernel, stride, extra)
+        out = [(n + 2 * p - d * (k - 1) - 1) // s + 1 + e for n, p, d, k, s, e in shapes]
+        if min(out) < 1:
+            continue
+        values = torch.randint(0, 9, (2, 3, *size), generator=generator).to(torch.float64)
+        want = naive_window_sum(values, kernel, stride, left, dilation, out)
+        if layout == "channels first":
+            got = counting._window_sum(values, kernel, stride, left, dilation, out)
+        else:
+            got = counting._window_sum(values.movedim(1, -1).contiguous(), kernel, stride, left,
+                                       dilation, out, first=1).movedim(-1, 1)  # fmt: skip
+        assert torch.equal(got, want), (size, kernel, stride, left, dilation, out)
+        checked += 1
+    assert checked >= 20
+
+
 def test_integer_sums_switch_to_int64_beyond_int32() -> None:
     # 9e6 values of 255 per sample: 2.3e9, past int32 (2**31 - 1 = 2.1e9).
     values = torch.full((1, 9_000_000), 255, dtype=torch.uint8)
