@@ -192,7 +192,7 @@ def test_the_parameter_check_reads_every_tensor(monkeypatch: pytest.MonkeyPatch)
     all_finite = network_module._all_finite
     torch.manual_seed(0)
     large = torch.randn(network_module._ALONE)
-    small = [torch.randn(30) for _ in range(10)]
+    small = [torch.randn(300), *(torch.randn(30) for _ in range(10))]  # one past a batch alone
     others = [
         torch.full((network_module._ALONE,), 6e4, dtype=torch.float16),  # sums past 65504
         torch.full((network_module._ALONE,), 3e38),  # finite; its float32 sum is not

@@ -1097,8 +1097,9 @@ def _window_sum(
     return t
 
 
-# values x taps: below, a window sum by unfold costs less (fewer operations); measured on CPU
-# (uint8, float32 and float64; 3 and 7 taps; 4x4 to 112x112 positions), as the wide windows
+# values x taps up to which a window sum by unfold costs less (fewer operations); with 5 taps
+# or more over channels-last values it does at any size (measured on CPU: uint8, float32 and
+# float64 values, 3 and 7 taps, 4x4 to 112x112 positions; docs/performance.md)
 _UNFOLD_WORK = 2**17
 
 

@@ -385,7 +385,7 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
                 if n >= _ALONE:
                     sums.append(_sum(t))
                     continue
-                if size + n > _BATCH:
+                if batch and size + n > _BATCH:
                     sums.append(_sum(torch.cat(batch)))
                     batch, size = [], 0
                 batch.append(t.reshape(-1))
