@@ -327,36 +327,24 @@ def remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
 
 
-def check_model(model: object, tensors: list[torch.Tensor] | None = None) -> nn.Module:
-    """``model`` if it is a module with values (``tensors``: its :func:`own_tensors`, if at
-    hand)."""
+def check_model(model: object) -> tuple[nn.Module, ModelScan]:
+    """``model`` and its :func:`scan_model`, if it is a module with values."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if not any(t.is_meta for t in (own_tensors(model) if tensors is None else tensors)):
-        return model
+    scan = scan_model(model)
+    if not any(t.is_meta for t in scan.tensors):
+        return model, scan
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         if tensor.is_meta:
             raise MetaTensorError(
                 f"{name!r} is on the meta device: the model has no values to measure yet. "
                 "Materialise it first, e.g. model.to_empty(device='cpu') and an initialization."
             )
-    return model
+    return model, scan
 
 
 # forward() of modules that write no buffer in eval mode (running statistics are only read).
 _READS_IN_EVAL = {nn.BatchNorm1d.forward, nn.SyncBatchNorm.forward, nn.InstanceNorm1d.forward}
-
-
-def own_tensors(model: nn.Module) -> list[torch.Tensor]:
-    """Every parameter and buffer of ``model``, in one walk over its modules (a tensor shared
-    by several modules appears once per module)."""
-    return scan_model(model).tensors
-
-
-def count_parameters(model: nn.Module) -> int:
-    """The number of parameter values, a shared parameter once (as ``model.parameters()``
-    counts them)."""
-    return scan_model(model).num_parameters
 
 
 def check_forward(model: nn.Module, inputs: ModelInputs) -> None:
@@ -403,11 +391,9 @@ __all__ = [
     "ModelScan",
     "check_forward",
     "check_model",
-    "count_parameters",
     "model_cache",
     "model_inputs",
     "module_path",
-    "own_tensors",
     "remember",
     "scan_model",
     "trace_export",

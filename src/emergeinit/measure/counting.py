@@ -91,8 +91,9 @@ class Term(NamedTuple):
 
     def then_pad(self, pad: list[int]) -> Term:
         if min(pad, default=0) < 0:  # a crop: apply what is pending first
-            total = None if self.total is None else _pad_mask(_pad_mask(self.total, self.pad), pad)
-            return Term(self.c, _pad_mask(self.padded(), pad), total=total)
+            total = self.padded_total()
+            cropped = None if total is None else _pad_mask(total, pad)
+            return Term(self.c, _pad_mask(self.padded(), pad), total=cropped)
         merged = [*self.pad, *[0] * (len(pad) - len(self.pad))]
         for i, amount in enumerate(pad):
             merged[i] += amount
@@ -157,7 +158,7 @@ class Counter:
         self.device = device
         readers = [i for i in structure.layers if i not in structure.last]
         self.masks = dict(zip(readers, probe.masks))
-        self.block_counts = dict(zip(readers, probe.counts))
+        self.kernel_counts = dict(zip(readers, probe.counts))
         # per layer, block sizes counted here that the probe's kernel could count next time
         self.uncounted: dict[int, set[int]] = {}
         self.active_fraction: dict[str, float] = {}
@@ -173,10 +174,7 @@ class Counter:
             demand = {} if channel else self._demands()
             moved = {step.index for step in self.needed if self._moves_batch(step)}
             cached = (demand, moved)
-            stale = [k for k in structure.memo if isinstance(k, tuple) and k[0] == "counter"]
-            for old in stale[: max(0, len(stale) - 3)]:
-                del structure.memo[old]
-            structure.memo[key] = cached
+            structure.memorize(key, cached)
         self.demand: dict[int, int] = cached[0]
         self.moves_batch: set[int] = cached[1]
         self._start: tuple[torch.Tensor | None, torch.Tensor] = (None, torch.ones(()))
@@ -646,13 +644,12 @@ class Counter:
         if parts == size:  # each neuron alone: the mask itself (one channel: a count)
             return mask if size > 1 else _count(mask, dim)
         block = size // parts
-        counted = self.block_counts[step.index].get(block)
+        counted = self.kernel_counts[step.index].get(block)
         if counted is not None and counted.shape == (*mask.shape[:dim], parts,
                                                      *mask.shape[dim + 1 :]):  # fmt: skip
             return counted
         self.uncounted.setdefault(step.index, set()).add(block)
-        return _coarsen(mask, parts) if dim == 1 else _count(mask, dim) if parts == 1 else \
-            _coarsen(mask.movedim(dim, 1), parts).movedim(1, dim)  # fmt: skip
+        return _coarsen(mask.movedim(dim, 1), parts).movedim(1, dim)
 
     def _mask(self, step: Step) -> torch.Tensor:
         mask = self.masks[step.index]

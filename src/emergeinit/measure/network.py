@@ -29,7 +29,6 @@ from .capture import (
     check_forward,
     check_model,
     model_inputs,
-    scan_model,
     untouched,
 )
 from .counting import Counter
@@ -193,9 +192,7 @@ def measure_emergence(
     check_choice("granularity", granularity, get_args(Granularity))
     check_choice("capture", capture, get_args(Capture))
     tau = _check_tau(tau)
-    model = check_model(model, [])  # a module (the meta check follows, on its tensors)
-    scan = scan_model(model)
-    check_model(model, scan.tensors)
+    model, scan = check_model(model)
     call = model_inputs(inputs)
     per_sample = activity == "per_sample"
     channel = granularity == "channel"
@@ -314,10 +311,7 @@ def _remember_blocks(
     merged = dict(known)
     for layer, sizes in uncounted.items():
         merged[layer] = tuple(sorted({*known.get(layer, ()), *sizes}))
-    stale = [k for k in structure.memo if isinstance(k, tuple) and k[0] == "blocks" and k != key]
-    for old in stale[: max(0, len(stale) - 3)]:
-        del structure.memo[old]
-    structure.memo[key] = merged
+    structure.memorize(key, merged)
 
 
 def _probe_channels_last(structure: Structure, call: ModelInputs) -> bool:

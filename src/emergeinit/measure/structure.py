@@ -104,6 +104,14 @@ class Structure:
     _probes: dict[tuple[Any, ...], tuple[fx.GraphModule, list[Any]]] = field(default_factory=dict)
     memo: dict[Any, Any] = field(default_factory=dict)  # per-shape constants of the counter
 
+    def memorize(self, key: tuple[Any, ...], value: Any, keep: int = 4) -> None:
+        """``memo[key] = value``, keeping at most ``keep`` entries of the key's kind (its first
+        item: "counter", "blocks"), the newest (a sweep over input shapes: memory bounded)."""
+        same = [k for k in self.memo if isinstance(k, tuple) and k[0] == key[0] and k != key]
+        for old in same[: max(0, len(same) - keep + 1)]:
+            del self.memo[old]
+        self.memo[key] = value
+
     @property
     def traced_with(self) -> str:
         return self.captured.traced_with
@@ -189,8 +197,8 @@ class Structure:
             # A Linear's channels are its last dimension (channels-last values), a convolution's
             # the first after the batch.
             axis = -1 if self._is_linear(layer) else 1
-            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel and axis, exact,
-                    axis, blocks, layer)  # fmt: skip
+            args = (value, shape_nodes[layer], read.undo, tau, per_sample, channel, exact, axis,
+                    blocks, layer)  # fmt: skip
             with graph.inserting_after(shape_nodes[read.step]):
                 activity = graph.call_function(_activity, args)
             with graph.inserting_after(activity):
@@ -330,7 +338,7 @@ def _activity(
     undo: tuple[tuple[Any, ...], ...],
     tau: float,
     per_sample: bool,
-    channel: int | bool,
+    channel: bool,
     exact: bool,
     axis: int,
     blocks: Mapping[int, Sequence[int]] | None,
@@ -339,9 +347,8 @@ def _activity(
     """``value > tau`` laid out like the layer's output (per channel: its spatial mean), the
     per-sample sums of the finiteness check, or exact per-sample flags where the compiled
     kernel does both in one pass (:mod:`.kernels`), and the counts of active neurons per block
-    of channels that the kernel took along (``blocks[layer]``: sizes along ``axis``).
-
-    ``channel`` is False at neuron granularity, else the channel axis of the layer's output.
+    of channels that the kernel took along (``blocks[layer]``: sizes along ``axis``, the
+    channel axis of the layer's output; ``channel``: channel granularity).
     """
     if (
         not isinstance(value, torch.Tensor)
@@ -358,15 +365,15 @@ def _activity(
             dims = [d % v.dim() for d in item[1]]
             v = v.permute([dims.index(d) for d in range(v.dim())])
     v = v.reshape(shape)
-    if per_sample and channel is False:
+    if per_sample and not channel:
         fused = kernels.mask_and_finite(v, tau, axis, blocks.get(layer, ()) if blocks else ())
         if fused is not None:  # exact flags: ``exact`` is met either way
             return fused
     sums = _row_sums(v, exact)
     if v.dtype in (torch.float16, torch.bfloat16):
         v = v.float()  # a half-precision mean over a large batch loses the threshold
-    if channel is not False and v.dim() > 2:
-        axis = int(channel) % v.dim()
+    if channel and v.dim() > 2:
+        axis %= v.dim()
         v = v.mean(dim=tuple(d for d in range(1, v.dim()) if d != axis))
     if not per_sample:
         v = v.mean(dim=0, keepdim=True)
